@@ -1,0 +1,50 @@
+# GKT serving: `make run` starts the stack on the default models; `make test` runs the suite.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export GKT_CACHE_DIR ?= $(CURDIR)/.gkt-cache
+
+.PHONY: install proto run test test-fast lint format bench bench-edge bench-teacher system-deps clean
+
+install:  ## create .venv and install everything missing (llama.cpp wheel built once, cached outside the repo)
+	@scripts/bootstrap.sh
+
+system-deps:  ## the Prometheus server the metrics tests scrape with (Debian package)
+	@command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
+
+proto: install  ## regenerate the gRPC stubs in shared/gkt/v1 from proto/
+	$(PY) -m shared.codegen
+
+run: install  ## start teacher (vLLM) + edge, ask a demo question, serve until Ctrl-C
+	$(PY) -m shared.cli models prepare
+	$(VENV)/bin/gkt up
+
+test: install system-deps  ## the whole suite on the real models (a vLLM engine starts once)
+	$(PY) -m shared.cli models prepare
+	$(PY) -m pytest
+
+test-fast: install  ## unit tests only
+	$(PY) -m pytest tests/unit
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench-edge: install  ## edge batching throughput -> benchmarks/results/edge_throughput.json
+	$(PY) -m benchmarks.edge_throughput
+
+bench-teacher: install  ## teacher guidance throughput, vLLM vs llama.cpp -> benchmarks/results/teacher_throughput.json
+	$(PY) -m shared.cli models prepare
+	$(PY) -m benchmarks.teacher_throughput
+
+bench: install  ## the paper's experiments (GSM8K, CSQA) through the running services
+	$(PY) -m shared.cli models prepare
+	$(VENV)/bin/gkt bench --dataset csqa --limit 200 --guidance-tokens 10,30 --out benchmarks/results/csqa.json
+	$(VENV)/bin/gkt bench --dataset gsm8k --limit 100 --guidance-tokens 10,20,40 --out benchmarks/results/gsm8k.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The cloud tier: a large teacher model that streams the first K tokens of each answer over gRPC."""

@@ -1,0 +1,33 @@
+"""The interface every teacher backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+
+from shared.domain import GuidanceEvent, GuidanceParams
+
+
+class TeacherBackend(abc.ABC):
+    """Generates guidance. Closing the iterator returned by `generate` aborts the request in the engine."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Loads the model and warms it up; the server reports SERVING only after this returns."""
+
+    @abc.abstractmethod
+    def generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+        """Yields `GuidanceDelta`s as text is produced, then exactly one `GuidanceDone`.
+
+        Raises `InvalidArgumentError` (e.g. a prompt too long for the model), `OverloadedError` or `BackendError`.
+        """
+
+    @abc.abstractmethod
+    def load(self) -> tuple[int, int]:
+        """(running, waiting) requests now, for the occupancy gauges."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Aborts everything and frees the engine."""

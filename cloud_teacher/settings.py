@@ -1,0 +1,78 @@
+"""Every knob of the teacher service (env prefix `GKT_TEACHER_`, same names as `gkt-teacher --help`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings_base import TierSettings
+
+
+class TeacherSettings(TierSettings):
+    """Settings of `gkt-teacher`."""
+
+    model_config = SettingsConfigDict(env_prefix="GKT_TEACHER_", cli_prog_name="gkt-teacher")
+
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    backend: Literal["vllm", "llamacpp", "openai"] = Field(
+        "vllm", description="Which engine runs the teacher: vLLM (default), llama.cpp, or an OpenAI-compatible server."
+    )
+    model: str | None = Field(
+        None,
+        description="The teacher model. vllm: a Hugging Face directory or model id (default: the built-in Gemma 3 "
+        "270M, converted by `gkt models prepare`); llamacpp: a GGUF file (default: the built-in Gemma 3 270M "
+        "Q4_K_M); openai: the model name sent to the server (default: whatever the server lists first).",
+    )
+    prompt_format: Literal["auto", "completion", "chat"] = Field(
+        "auto",
+        description="How chat messages are rendered for the teacher: its chat template ('chat'), the paper's "
+        "'Q: ...\\nA:' transcript ('completion'), or 'auto' (the template if the model has one).",
+    )
+    max_guidance_tokens: int = Field(1024, ge=1, description="Largest K (guidance tokens) a request may ask for.")
+    max_prompt_chars: int = Field(32_000, ge=1, description="Longest prompt accepted, in characters.")
+    default_temperature: float = Field(
+        0.0, ge=0, le=2, description="Temperature when a request sets none (0 = greedy)."
+    )
+    default_top_p: float = Field(1.0, gt=0, le=1, description="top_p when a request sets none.")
+
+    # llama.cpp backend
+    n_slots: int = Field(4, ge=1, le=64, description="llamacpp: sequences decoded together in one batch.")
+    n_ctx_per_slot: int = Field(2048, ge=64, description="llamacpp: context tokens available to each sequence.")
+    n_threads: int = Field(1, ge=1, description="llamacpp: CPU threads (leave a core for a co-located edge).")
+    prefill_chunk: int = Field(128, ge=8, description="llamacpp: most prompt tokens prefilled per decode step.")
+    max_queue: int = Field(256, ge=0, description="llamacpp: requests that may wait for a free slot.")
+
+    # vLLM backend
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="vllm: weight/activation dtype (float32 on CPU: bf16 drifts and changes answers)."
+    )
+    max_model_len: int = Field(4096, ge=64, description="vllm: longest prompt + guidance, in tokens.")
+    kv_cache_space_gib: float = Field(
+        2.0, gt=0, description="vllm on CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on GPU: share of GPU memory vLLM may use.")
+    max_num_seqs: int = Field(32, ge=1, description="vllm: most sequences batched together (continuous batching).")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vllm on GPUs: GPUs one model is split across (tensor parallel)."
+    )
+    pipeline_parallel_size: int = Field(1, ge=1, description="vllm on GPUs: pipeline stages (multi-node with Ray).")
+    enforce_eager: bool = Field(
+        True, description="vllm: skip torch.compile/CUDA graphs (start-up 18 s instead of 80 s on CPU)."
+    )
+
+    # OpenAI-compatible backend
+    openai_base_url: str = Field(
+        "http://127.0.0.1:8000/v1", description="openai: base URL of the /v1/completions server."
+    )
+    openai_api_key: SecretStr | None = Field(None, description="openai: API key (or use --openai-api-key-file).")
+    openai_api_key_file: Path | None = Field(None, description="openai: file holding the API key.")
+    openai_timeout_seconds: float = Field(120.0, gt=0, description="openai: timeout of one HTTP request.")
+
+    # Accounting
+    price_prompt_per_1k: float = Field(
+        0.0015, ge=0, description="Price of 1,000 teacher prompt tokens (for gkt_cost_total)."
+    )
+    price_generation_per_1k: float = Field(0.002, ge=0, description="Price of 1,000 teacher generated tokens.")

@@ -1,0 +1,47 @@
+"""Counts each edge answer into the metrics: tokens per tier, cost per tier and the teacher-only counterfactual."""
+
+from __future__ import annotations
+
+from shared.domain import Answer
+from shared.metrics import GktMetrics, Prices
+
+
+def teacher_only_cost(answer: Answer, prices: Prices) -> float:
+    """What this answer would have cost had the teacher written all of it.
+
+    The teacher's prompt is its real prompt when it was called, else the student's (minus guidance); the
+    answer's length is counted in the tokens each model actually spent on it (student tokens standing in
+    for the teacher's on the student's part).
+    """
+    usage = answer.usage
+    prompt = usage.teacher_prompt_tokens or (usage.student_prompt_tokens - usage.student_guidance_tokens)
+    generated = usage.teacher_completion_tokens + usage.student_completion_tokens
+    return prices.teacher_cost(prompt, generated)
+
+
+def account_answer(metrics: GktMetrics, answer: Answer, prices: Prices) -> None:
+    """Records one finished answer; every number comes from the answer's own usage and timings."""
+    tier, mode, usage, timings = metrics.tier, answer.mode, answer.usage, answer.timings
+    output_tokens = usage.teacher_completion_tokens + usage.student_completion_tokens
+    metrics.observe_latency(
+        mode, ttft=timings.time_to_first_token_seconds, total=timings.total_seconds, output_tokens=output_tokens
+    )
+    metrics.prompt_tokens.labels(tier, mode).inc(usage.student_prompt_tokens)
+    metrics.generation_tokens.labels(tier, mode).inc(usage.student_completion_tokens)
+    metrics.guidance_tokens.labels(tier, mode).inc(usage.teacher_completion_tokens)
+    metrics.cost.labels(tier, "teacher", mode).inc(
+        prices.teacher_cost(usage.teacher_prompt_tokens, usage.teacher_completion_tokens)
+    )
+    metrics.cost.labels(tier, "student", mode).inc(
+        prices.student_cost(usage.student_prompt_tokens, usage.student_completion_tokens)
+    )
+    metrics.teacher_only_cost.labels(tier, mode).inc(teacher_only_cost(answer, prices))
+    metrics.request_success.labels(tier, mode, answer.finish_reason).inc()
+    if answer.degraded:
+        metrics.degraded_requests.labels(tier, answer.degraded_reason).inc()
+    if usage.student_prompt_tokens:
+        metrics.request_queue_time.labels(tier).observe(timings.student_queue_seconds)
+        metrics.request_prefill_time.labels(tier).observe(timings.student_prefill_seconds)
+        metrics.request_decode_time.labels(tier).observe(timings.student_decode_seconds)
+    if timings.guidance_wait_seconds:
+        metrics.guidance_wait_time.labels(tier).observe(timings.guidance_wait_seconds)

@@ -1,0 +1,101 @@
+"""`gkt-edge`: loads the student, connects to the teacher and serves apps until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge_student.scheduler import EdgeScheduler
+from edge_student.servicer import EdgeServicer
+from edge_student.settings import EdgeSettings
+from edge_student.teacher_client import GuidanceDeadlines, TeacherClient
+from shared.gkt.v1 import edge_pb2_grpc
+from shared.grpc_server import GrpcServer, ServiceBinding, wait_for_shutdown_signal
+from shared.llama_engine import BatchedLlamaEngine, EngineConfig, SamplingParams
+from shared.logging_setup import configure_logging
+from shared.metrics import GktMetrics
+from shared.models import default_student_gguf
+from shared.prompts import CompletionFormat, format_for_template
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "gkt.v1.EdgeService"
+
+
+class EdgeServer:
+    """The edge tier in one object: student engine + teacher client + scheduler + gRPC server."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.settings = settings
+        self.metrics = GktMetrics("edge")
+        self.engine: BatchedLlamaEngine | None = None
+        self.teacher = TeacherClient(
+            settings.teacher_address,
+            GuidanceDeadlines(settings.guidance_first_token_timeout_seconds, settings.guidance_timeout_seconds),
+            max_message_bytes=settings.max_message_bytes,
+        )
+        self.servicer = EdgeServicer(None, settings, self.metrics)  # the scheduler arrives once the model is loaded
+        self.grpc = GrpcServer(
+            settings,
+            [ServiceBinding(SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, self.servicer)],
+            metrics_registries=[self.metrics.registry],
+        )
+
+    @property
+    def port(self) -> int:
+        return self.grpc.port
+
+    async def start(self) -> None:
+        """Listens at once (health NOT_SERVING), loads and warms the student, then reports SERVING."""
+        await self.grpc.start()
+        s = self.settings
+        config = EngineConfig(
+            model_path=s.model or default_student_gguf(),
+            n_slots=s.n_slots,
+            n_ctx_per_slot=s.n_ctx_per_slot,
+            n_threads=s.n_threads,
+            prefill_chunk=s.prefill_chunk,
+            max_queue=s.max_queue,
+        )
+        self.engine = await asyncio.to_thread(BatchedLlamaEngine, config, self.metrics.observe_batch)
+        template = self.engine.model.metadata("tokenizer.chat_template")
+        student_format = CompletionFormat() if s.prompt_format == "completion" else format_for_template(template)
+        self.servicer.scheduler = EdgeScheduler(self.engine, self.teacher, student_format)
+        engine = self.engine
+        self.metrics.track_occupancy(
+            lambda: engine.stats().running, lambda: engine.stats().waiting, lambda: engine.config.n_slots
+        )
+        await engine.submit("Hello", SamplingParams(max_tokens=1)).wait()  # warm-up before SERVING
+        logger.info("student loaded from %s (%d slots); teacher at %s", config.model_path, s.n_slots, s.teacher_address)
+        await self.grpc.set_serving()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.grpc.stop(grace)
+        await self.teacher.close()
+        if self.engine is not None:
+            await asyncio.to_thread(self.engine.close)
+            self.engine = None
+
+
+async def serve(settings: EdgeSettings) -> None:
+    server = EdgeServer(settings)
+    await server.start()
+    try:
+        await wait_for_shutdown_signal()
+    finally:
+        await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = EdgeSettings.from_cli(argv, prog="gkt-edge")
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

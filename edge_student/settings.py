@@ -1,0 +1,72 @@
+"""Every knob of the edge service (env prefix `GKT_EDGE_`, same names as `gkt-edge --help`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.metrics import Prices
+from shared.settings_base import TierSettings
+
+
+class EdgeSettings(TierSettings):
+    """Settings of `gkt-edge`."""
+
+    model_config = SettingsConfigDict(env_prefix="GKT_EDGE_", cli_prog_name="gkt-edge")
+
+    port: int = Field(50052, ge=0, le=65535, description="gRPC port apps call; 0 picks a free one.")
+    teacher_address: str = Field(
+        "127.0.0.1:50051",
+        description="The teacher's gRPC address: host:port, or a gRPC target such as dns:///teacher:50051 (a DNS "
+        "name with several addresses is balanced round-robin).",
+    )
+    model: Path | None = Field(None, description="The student GGUF (default: the built-in SmolLM2-135M-Instruct Q4_1).")
+    prompt_format: Literal["auto", "completion", "chat"] = Field(
+        "auto",
+        description="How chat messages are rendered for the student: 'auto' uses its chat template if it has one.",
+    )
+
+    # Request defaults and limits
+    default_guidance_tokens: int = Field(
+        40, ge=0, description="K when a request sets none (the paper's GSM8K setting)."
+    )
+    max_guidance_tokens: int = Field(512, ge=0, description="Largest K a request may ask for.")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
+    max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens a request may ask for.")
+    default_temperature: float = Field(
+        0.0, ge=0, le=2, description="Temperature when a request sets none (0 = greedy)."
+    )
+    default_top_p: float = Field(1.0, gt=0, le=1, description="top_p when a request sets none.")
+    max_prompt_chars: int = Field(32_000, ge=1, description="Longest prompt accepted, in characters.")
+
+    # Guidance deadlines: past them the edge answers with what it has and marks the answer degraded.
+    guidance_first_token_timeout_seconds: float = Field(
+        10.0, gt=0, description="Most time to wait for the teacher's first guidance text."
+    )
+    guidance_timeout_seconds: float = Field(30.0, gt=0, description="Most time to wait for the whole guidance.")
+
+    # Student engine
+    n_slots: int = Field(4, ge=1, le=64, description="Requests the student decodes together in one batch.")
+    max_queue: int = Field(64, ge=0, description="Requests that may wait for a free slot; beyond, RESOURCE_EXHAUSTED.")
+    n_ctx_per_slot: int = Field(2048, ge=64, description="Context tokens per slot (prompt + guidance + answer).")
+    n_threads: int = Field(
+        1, ge=1, description="CPU threads for the student (default leaves a core to a co-located teacher)."
+    )
+    prefill_chunk: int = Field(128, ge=8, description="Most prompt tokens prefilled per decode step.")
+
+    # Accounting (prices per 1,000 tokens, one currency for all)
+    teacher_price_prompt_per_1k: float = Field(0.0015, ge=0, description="Price of 1,000 teacher prompt tokens.")
+    teacher_price_generation_per_1k: float = Field(0.002, ge=0, description="Price of 1,000 teacher generated tokens.")
+    student_price_prompt_per_1k: float = Field(0.0001, ge=0, description="Price of 1,000 student prompt tokens.")
+    student_price_generation_per_1k: float = Field(0.0002, ge=0, description="Price of 1,000 student generated tokens.")
+
+    def prices(self) -> Prices:
+        return Prices(
+            teacher_prompt_per_1k=self.teacher_price_prompt_per_1k,
+            teacher_generation_per_1k=self.teacher_price_generation_per_1k,
+            student_prompt_per_1k=self.student_price_prompt_per_1k,
+            student_generation_per_1k=self.student_price_generation_per_1k,
+        )

