@@ -52,7 +52,15 @@ class TeacherServer:
 
     async def start(self) -> None:
         """Listens at once (health NOT_SERVING), loads and warms the model, then reports SERVING."""
+        await self.listen()
+        await self.load()
+
+    async def listen(self) -> None:
+        """Accepts connections; health is NOT_SERVING and calls get UNAVAILABLE until `load` finishes."""
         await self.grpc.start()
+
+    async def load(self) -> None:
+        """Loads and warms the model, then reports SERVING."""
         await self.backend.start()
         await self.grpc.set_serving()
 

@@ -50,7 +50,15 @@ class EdgeServer:
 
     async def start(self) -> None:
         """Listens at once (health NOT_SERVING), loads and warms the student, then reports SERVING."""
+        await self.listen()
+        await self.load()
+
+    async def listen(self) -> None:
+        """Accepts connections; health is NOT_SERVING and calls get UNAVAILABLE until `load` finishes."""
         await self.grpc.start()
+
+    async def load(self) -> None:
+        """Loads and warms the student, then reports SERVING."""
         s = self.settings
         config = EngineConfig(
             model_path=s.model or default_student_gguf(),

@@ -1,0 +1,177 @@
+"""Teacher backend on vLLM's async engine (AsyncLLM): continuous batching across every edge, delta streaming, abort."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cloud_teacher.backends.base import TeacherBackend
+from cloud_teacher.settings import TeacherSettings
+from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams
+from shared.errors import BackendError, InvalidArgumentError, NotReadyError
+from shared.metrics import GktMetrics
+from shared.models import cache_dir
+from shared.prompts import CompletionFormat, PromptFormat, format_for_template
+
+logger = logging.getLogger(__name__)
+
+
+def configure_vllm_environment(settings: TeacherSettings) -> None:
+    """Env vLLM reads at import time: CPU device and KV cache size, no hub, no telemetry, project-owned caches.
+
+    Set before vLLM is imported; the engine-core process it spawns inherits them.
+    """
+    root = cache_dir() / "vllm"
+    folders = {
+        "VLLM_CACHE_ROOT": root / "cache",
+        "XDG_CACHE_HOME": root / "xdg",
+        "HF_HOME": root / "hf",
+        "TORCHINDUCTOR_CACHE_DIR": root / "inductor",
+        "TMPDIR": root / "tmp",
+    }
+    for name, folder in folders.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault(name, str(folder))
+    tempfile.tempdir = None  # re-read TMPDIR: sockets and temp files go to the project's folder, not /tmp
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("VLLM_DO_NOT_TRACK", "1")
+    if not _has_cuda():
+        os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(settings.kv_cache_space_gib))))
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def resolve_model(settings: TeacherSettings) -> str:
+    """The model vLLM loads: the configured HF directory or model id, else the prepared built-in teacher."""
+    if settings.model:
+        return settings.model
+    from cloud_teacher.model_prep import prepare_teacher
+
+    return str(prepare_teacher())
+
+
+class VllmBackend(TeacherBackend):
+    """One AsyncLLM engine in this process; every StreamGuidance call is one vLLM request."""
+
+    name = "vllm"
+
+    def __init__(self, settings: TeacherSettings, metrics: GktMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._format: PromptFormat = CompletionFormat()
+        self._running = 0
+        self._max_model_len = settings.max_model_len
+
+    async def start(self) -> None:
+        configure_vllm_environment(self._settings)
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        s = self._settings
+        model = resolve_model(s)
+        args = AsyncEngineArgs(
+            model=model,
+            dtype=s.dtype,
+            max_model_len=s.max_model_len,
+            max_num_seqs=s.max_num_seqs,
+            tensor_parallel_size=s.tensor_parallel_size,
+            pipeline_parallel_size=s.pipeline_parallel_size,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            enforce_eager=s.enforce_eager,
+            disable_log_stats=False,  # keeps vLLM's own vllm:* Prometheus metrics
+            seed=0,
+        )
+        logger.info("starting vLLM on %s (dtype %s)", model, s.dtype)
+        self._engine = AsyncLLM.from_engine_args(args)
+        self._tokenizer = self._engine.get_tokenizer()
+        template = getattr(self._tokenizer, "chat_template", None)
+        self._format = format_for_template(None if s.prompt_format == "completion" else template)
+        # Warm-up before SERVING: the first request pays for graph/kernel set-up.
+        async for _ in self._generate(_warmup_params()):
+            pass
+
+    def generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+        return self._generate(params)
+
+    async def _generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+        if self._engine is None:
+            raise NotReadyError("the vLLM engine is not started yet")
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        rendered = self._format.render(params.input)
+        prompt_ids = self._tokenizer.encode(rendered.text)
+        if len(prompt_ids) + params.max_guidance_tokens > self._max_model_len:
+            raise InvalidArgumentError(
+                "prompt",
+                f"{len(prompt_ids)} prompt tokens + {params.max_guidance_tokens} guidance tokens exceed the "
+                f"teacher's max model length {self._max_model_len}",
+            )
+        sampling = SamplingParams(
+            max_tokens=params.max_guidance_tokens,
+            temperature=params.sampling.temperature,
+            top_p=params.sampling.top_p,
+            seed=params.sampling.seed,
+            stop=list(rendered.stop + params.sampling.stop) or None,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        request_id = uuid.uuid4().hex
+        finished = False
+        completion_tokens = 0
+        finish_reason = "length"
+        self._running += 1
+        try:
+            async for output in self._engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id):
+                completion = output.outputs[0]
+                completion_tokens += len(completion.token_ids)
+                if completion.text:
+                    yield GuidanceDelta(completion.text)
+                if output.finished:
+                    finished = True
+                    finish_reason = "stop" if completion.finish_reason == "stop" else "length"
+        except (InvalidArgumentError, NotReadyError):
+            raise
+        except Exception as error:  # the engine died or rejected the request
+            if self._engine is not None and getattr(self._engine, "errored", False):
+                raise BackendError("the vLLM engine has failed; the teacher must be restarted") from error
+            raise BackendError(f"vLLM failed: {error}") from error
+        finally:
+            self._running -= 1
+            if not finished and self._engine is not None:
+                # The edge went away or its deadline passed: stop generating for it now.
+                await self._engine.abort(request_id)
+        yield GuidanceDone(
+            prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens, finish_reason=finish_reason
+        )
+
+    def load(self) -> tuple[int, int]:
+        return self._running, 0
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            engine.shutdown()
+
+
+def _warmup_params() -> GuidanceParams:
+    from shared.domain import PromptInput, Sampling
+
+    return GuidanceParams(
+        input=PromptInput(prompt="Q: 1+1?\nA:"), max_guidance_tokens=2, sampling=Sampling(0.0, 1.0, 0)
+    )

@@ -1,0 +1,126 @@
+"""Session fixtures: the real default models behind real gRPC servers on 127.0.0.1, port 0, started once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from cloud_teacher.server import TeacherServer
+from cloud_teacher.settings import TeacherSettings
+from edge_student.server import EdgeServer
+from edge_student.settings import EdgeSettings
+from shared.gkt.v1 import edge_pb2_grpc, teacher_pb2_grpc
+from shared.logging_setup import configure_logging
+
+configure_logging("INFO")
+
+
+def teacher_settings(**overrides: object) -> TeacherSettings:
+    """llama.cpp teacher on port 0 with one thread (the other core is the student's)."""
+    values: dict[str, object] = {
+        "backend": "llamacpp",
+        "host": "127.0.0.1",
+        "port": 0,
+        "metrics_port": 0,
+        "n_threads": 1,
+        "shutdown_grace_seconds": 1.0,
+    }
+    values.update(overrides)
+    return TeacherSettings(**values)  # type: ignore[arg-type]
+
+
+def edge_settings(teacher: int | str, **overrides: object) -> EdgeSettings:
+    """Edge on port 0; `teacher` is the teacher's port on 127.0.0.1 or a full gRPC target."""
+    address = f"127.0.0.1:{teacher}" if isinstance(teacher, int) else teacher
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "metrics_port": 0,
+        "teacher_address": address,
+        "n_threads": 1,
+        "shutdown_grace_seconds": 1.0,
+    }
+    values.update(overrides)
+    return EdgeSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def teacher_server() -> AsyncIterator[TeacherServer]:
+    server = TeacherServer(teacher_settings())
+    await server.start()
+    yield server
+    await server.stop(grace=0)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def edge_server(teacher_server: TeacherServer) -> AsyncIterator[EdgeServer]:
+    server = EdgeServer(edge_settings(teacher_server.port))
+    await server.start()
+    yield server
+    await server.stop(grace=0)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def edge_channel(edge_server: EdgeServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{edge_server.port}") as channel:
+        yield channel
+
+
+@pytest.fixture
+def edge_stub(edge_channel: grpc.aio.Channel) -> edge_pb2_grpc.EdgeServiceStub:
+    return edge_pb2_grpc.EdgeServiceStub(edge_channel)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def teacher_channel(teacher_server: TeacherServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{teacher_server.port}") as channel:
+        yield channel
+
+
+@pytest.fixture
+def teacher_stub(teacher_channel: grpc.aio.Channel) -> teacher_pb2_grpc.TeacherServiceStub:
+    return teacher_pb2_grpc.TeacherServiceStub(teacher_channel)
+
+
+async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    """Polls `predicate()` until it is true; fails the test on timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running_edge(teacher: int | str, **overrides: object) -> AsyncIterator[EdgeServer]:
+    """An extra edge (its own student engine) for tests that need other settings or another teacher."""
+    server = EdgeServer(edge_settings(teacher, **overrides))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)
+
+
+@contextlib.asynccontextmanager
+async def running_teacher(**overrides: object) -> AsyncIterator[TeacherServer]:
+    """An extra llama.cpp teacher (its own engine)."""
+    server = TeacherServer(teacher_settings(**overrides))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

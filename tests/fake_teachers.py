@@ -1,0 +1,57 @@
+"""Misbehaving teachers for fault tests: real gRPC servers whose TeacherService hangs or streams slowly.
+
+Fakes are fine here: these tests are about how the edge copes with a teacher's timing and failures, and the real
+teacher is exercised by the integration tests of the same flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from shared.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
+
+
+class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
+    """Streams `deltas` with `delay` seconds before each; `hang_after` deltas it stops answering for good."""
+
+    def __init__(self, deltas: Sequence[str], delay: float = 0.0, hang_after: int | None = None) -> None:
+        self.deltas = list(deltas)
+        self.delay = delay
+        self.hang_after = hang_after
+        self.calls = 0
+        self.last_delta_sent_at = 0.0
+        self.cancelled = 0
+
+    async def StreamGuidance(  # noqa: N802
+        self, request: teacher_pb2.GuidanceRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[teacher_pb2.GuidanceChunk]:
+        self.calls += 1
+        loop = asyncio.get_running_loop()
+        try:
+            for index, delta in enumerate(self.deltas[: request.max_guidance_tokens]):
+                if self.hang_after is not None and index >= self.hang_after:
+                    await asyncio.Event().wait()  # never answers again
+                await asyncio.sleep(self.delay)
+                self.last_delta_sent_at = loop.time()
+                yield teacher_pb2.GuidanceChunk(text_delta=delta)
+            count = min(len(self.deltas), request.max_guidance_tokens)
+            yield teacher_pb2.GuidanceChunk(
+                done=True,
+                usage=teacher_pb2.TeacherUsage(prompt_tokens=5, completion_tokens=count),
+                finish_reason=common_pb2.FINISH_REASON_LENGTH,
+                timings=teacher_pb2.TeacherTimings(total_seconds=self.delay * count),
+            )
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+async def start_fake_teacher(servicer: ScriptedTeacher) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server()
+    teacher_pb2_grpc.add_TeacherServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
