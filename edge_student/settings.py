@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.metrics import Prices
@@ -47,6 +47,27 @@ class EdgeSettings(TierSettings):
         10.0, gt=0, description="Most time to wait for the teacher's first guidance text."
     )
     guidance_timeout_seconds: float = Field(30.0, gt=0, description="Most time to wait for the whole guidance.")
+
+    # Connection to the teacher: TLS / mutual TLS / token, and a circuit breaker.
+    teacher_tls: bool = Field(
+        False, description="Connect to the teacher over TLS (system CAs unless --teacher-tls-ca-file)."
+    )
+    teacher_tls_ca_file: Path | None = Field(None, description="CA bundle (PEM) that signed the teacher's certificate.")
+    teacher_tls_cert_file: Path | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS with the teacher."
+    )
+    teacher_tls_key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
+    teacher_tls_server_name: str | None = Field(
+        None, description="Name to check the teacher's certificate against, if not the host in --teacher-address."
+    )
+    teacher_auth_token: SecretStr | None = Field(None, description="Bearer token the edge sends to the teacher.")
+    teacher_auth_token_file: Path | None = Field(None, description="File holding the bearer token for the teacher.")
+    breaker_failure_threshold: int = Field(
+        5, ge=1, description="Consecutive teacher failures that open the circuit breaker (answers go degraded at once)."
+    )
+    breaker_reset_seconds: float = Field(
+        10.0, gt=0, description="How long the breaker stays open before one trial request is let through."
+    )
 
     # Student engine
     n_slots: int = Field(4, ge=1, le=64, description="Requests the student decodes together in one batch.")

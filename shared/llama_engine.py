@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import enum
 import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,6 +217,7 @@ class BatchedLlamaEngine:
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._slots: list[Sequence | None] = [None] * config.n_slots
         self._closed = False
+        self._held = False
         self._last_batch = (0, 0)
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
         self._thread.start()
@@ -239,13 +241,27 @@ class BatchedLlamaEngine:
         with self._lock:
             if self._closed:
                 raise EngineClosedError("the engine is shutting down")
-            if len(self._waiting) >= self.config.max_queue and None not in self._slots:
+            in_system = len(self._waiting) + sum(s is not None for s in self._slots)
+            if in_system >= self.config.n_slots + self.config.max_queue:
                 raise QueueFullError(
-                    f"all {self.config.n_slots} slots are busy and {len(self._waiting)} requests are waiting"
+                    f"all {self.config.n_slots} slots are busy and {len(self._waiting)} requests are waiting "
+                    f"(queue limit {self.config.max_queue})"
                 )
             self._waiting.append(sequence)
             self._lock.notify()
         return sequence
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Admits nothing new while the block runs, so sequences submitted in it enter the same decode steps."""
+        with self._lock:
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held = False
+                self._lock.notify()
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in this model's tokenizer (with its BOS token if it adds one)."""
@@ -326,7 +342,7 @@ class BatchedLlamaEngine:
     def _has_work(self) -> bool:
         if any(s.cancel_requested for s in itertools.chain(self._waiting, filter(None, self._slots))):
             return True
-        if self._waiting and None in self._slots:
+        if self._waiting and None in self._slots and not self._held:
             return True
         for sequence in filter(None, self._slots):
             if sequence.state is _State.DECODE or sequence.pending_text:
@@ -350,7 +366,7 @@ class BatchedLlamaEngine:
                 self._finish(sequence, "cancelled")
 
     def _admit_waiting(self) -> None:
-        while self._waiting and None in self._slots:
+        while self._waiting and None in self._slots and not self._held:
             sequence = self._waiting.popleft()
             sequence.slot = self._slots.index(None)
             self._slots[sequence.slot] = sequence

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 
@@ -45,6 +45,22 @@ class TierSettings(BaseSettings):
     )
     max_concurrent_streams: int = Field(
         100, ge=1, description="Most concurrent RPCs on one client connection (HTTP/2 max concurrent streams)."
+    )
+
+    # Security (TLS, mutual TLS and bearer tokens); everything off by default for local use.
+    tls_cert_file: Path | None = Field(None, description="Server certificate (PEM); with --tls-key-file turns on TLS.")
+    tls_key_file: Path | None = Field(None, description="Private key (PEM) of the server certificate.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) for client certificates; when set, clients must present one (mutual TLS)."
+    )
+    auth_token: SecretStr | None = Field(
+        None, description="A bearer token callers must send ('authorization: Bearer <token>'); unset: no token check."
+    )
+    auth_tokens_file: Path | None = Field(
+        None, description="File of accepted bearer tokens, one per line (re-read on start); adds to --auth-token."
+    )
+    auth_exempt_health: bool = Field(
+        True, description="Let health checks through without a token (for load balancers and Kubernetes probes)."
     )
 
     @classmethod

@@ -1,0 +1,135 @@
+"""The edge serving many users at once over gRPC: concurrency, cancellation, deadlines, overload, leaks, overlap."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from edge_student.server import EdgeServer
+from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from tests.conftest import running_edge, wait_until
+from tests.fake_teachers import ScriptedTeacher, start_fake_teacher
+
+TOPICS = ["rivers", "volcanoes", "bread", "bicycles", "the moon", "honey bees", "glass", "chess"]
+
+
+def ask(topic: str, **fields: object) -> edge_pb2.GenerateRequest:
+    message = common_pb2.ChatMessage(role="user", content=f"Tell me about {topic}.")
+    return edge_pb2.GenerateRequest(messages=[message], **fields)
+
+
+def stub_for(server: EdgeServer, channel: grpc.aio.Channel | None = None) -> edge_pb2_grpc.EdgeServiceStub:
+    return edge_pb2_grpc.EdgeServiceStub(channel or grpc.aio.insecure_channel(f"127.0.0.1:{server.port}"))
+
+
+def slots_free(server: EdgeServer) -> bool:
+    assert server.engine is not None
+    stats = server.engine.stats()
+    return stats.free_slots == stats.n_slots and stats.waiting == 0 and stats.kv_cells_used == 0
+
+
+async def test_eight_concurrent_requests_complete(
+    edge_server: EdgeServer, edge_stub: edge_pb2_grpc.EdgeServiceStub
+) -> None:
+    modes = [edge_pb2.MODE_GKT, edge_pb2.MODE_STUDENT_ONLY] * 4
+    responses = await asyncio.gather(
+        *(
+            edge_stub.Generate(ask(topic, mode=mode, guidance_tokens=6, max_tokens=16))
+            for topic, mode in zip(TOPICS, modes, strict=True)
+        )
+    )
+    for response, mode in zip(responses, modes, strict=True):
+        assert response.mode == mode and not response.degraded
+        assert response.text == response.guidance_text + response.student_text
+        assert response.student_text.strip()
+        assert 0 < response.usage.student_completion_tokens <= 16
+        if mode == edge_pb2.MODE_GKT:
+            assert 0 < response.usage.teacher_completion_tokens <= 6
+    await wait_until(lambda: slots_free(edge_server))
+
+
+async def test_deadline_and_cancel_free_the_slot(
+    edge_server: EdgeServer, edge_stub: edge_pb2_grpc.EdgeServiceStub
+) -> None:
+    long = ask("the history of mathematics", mode=edge_pb2.MODE_STUDENT_ONLY, max_tokens=800)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await edge_stub.Generate(long, timeout=0.5)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await wait_until(lambda: slots_free(edge_server))
+
+    call = edge_stub.GenerateStream(long)
+    async for _ in call:
+        break  # the student is generating now
+    assert edge_server.engine is not None and edge_server.engine.stats().running >= 1
+    call.cancel()
+    await wait_until(lambda: slots_free(edge_server))
+
+
+async def test_full_queue_is_resource_exhausted(teacher_server) -> None:  # type: ignore[no-untyped-def]
+    async with running_edge(teacher_server.port, n_slots=1, max_queue=1) as edge:
+        stub = stub_for(edge)
+        long = ask("oceans", mode=edge_pb2.MODE_STUDENT_ONLY, max_tokens=400)
+        first = asyncio.ensure_future(stub.Generate(long))
+        second = asyncio.ensure_future(stub.Generate(long))
+        await wait_until(lambda: edge.engine is not None and edge.engine.stats().waiting == 1)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Generate(long)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "slots are busy" in caught.value.details()
+        first.cancel()
+        second.cancel()
+        await wait_until(lambda: slots_free(edge))
+
+
+async def test_nothing_leaks_after_a_hundred_mixed_requests(edge_server: EdgeServer) -> None:
+    tasks_before = len(asyncio.all_tasks())
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{edge_server.port}") as channel:
+        stub = edge_pb2_grpc.EdgeServiceStub(channel)
+        modes = [edge_pb2.MODE_GKT, edge_pb2.MODE_STUDENT_ONLY, edge_pb2.MODE_TEACHER_ONLY]
+
+        async def one(i: int) -> str:
+            request = ask(TOPICS[i % 8], mode=modes[i % 3], guidance_tokens=3, max_tokens=4 + i % 5)
+            try:
+                if i % 10 == 7:  # cancelled by the client mid-stream
+                    call = stub.GenerateStream(request)
+                    async for _ in call:
+                        call.cancel()
+                        break
+                    return "cancelled"
+                timeout = 0.05 if i % 10 == 3 else 60  # some with hopeless deadlines
+                await stub.Generate(request, timeout=timeout)
+                return "ok"
+            except grpc.aio.AioRpcError as error:
+                return error.code().name
+
+        outcomes = []
+        semaphore = asyncio.Semaphore(8)
+
+        async def bounded(i: int) -> str:
+            async with semaphore:
+                return await one(i)
+
+        outcomes = await asyncio.gather(*(bounded(i) for i in range(100)))
+    assert set(outcomes) <= {"ok", "cancelled", "DEADLINE_EXCEEDED"}, outcomes
+    assert outcomes.count("ok") >= 80
+    await wait_until(lambda: slots_free(edge_server))
+    await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before, timeout=10)
+
+
+async def test_prefill_overlaps_a_slow_guidance_stream() -> None:
+    delay = 0.3
+    slow = ScriptedTeacher([" Rivers", " carry", " water", " to", " the", " sea"], delay=delay)
+    server, port = await start_fake_teacher(slow)
+    try:
+        async with running_edge(port) as edge:
+            response = await stub_for(edge).Generate(ask("rivers", guidance_tokens=6, max_tokens=8))
+            t = response.timings
+            assert not response.degraded and response.guidance_text == " Rivers carry water to the sea"
+            assert t.student_prompt_prefilled_seconds > 0
+            # The last delta left the teacher `delay` seconds after the one before it, so the prompt was
+            # prefilled while guidance was still on its way.
+            assert t.student_prompt_prefilled_seconds < t.guidance_wait_seconds - delay, t
+    finally:
+        await server.stop(0)

@@ -1,0 +1,142 @@
+"""The batched llama.cpp engine on the real student model: exactness, isolation, slot and KV-cell hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import llama_cpp
+import pytest_asyncio
+
+from shared.llama_engine import BatchedLlamaEngine, EngineConfig, QueueFullError, SamplingParams
+from shared.models import default_student_gguf
+
+N_SLOTS = 8
+CHUNK = 32
+# ~90 tokens: three prefill chunks, so chunking is exercised.
+LONG_PROMPT = (
+    "<|im_start|>user\nHere is a list of facts. The river Nile flows north. Copper conducts electricity. "
+    "Honey never spoils. Octopuses have three hearts. Bananas are berries. The Eiffel Tower grows in summer. "
+    "Now write a short story that uses two of these facts.<|im_end|>\n<|im_start|>assistant\n"
+)
+# Eight prompts with the same token count, so changing one keeps the batch layout of the others.
+ANIMALS = ["cats", "dogs", "owls", "bees", "cows", "pigs", "ants", "fish"]
+
+
+def animal_prompt(animal: str) -> str:
+    return f"<|im_start|>user\nWrite one sentence about {animal}.<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest_asyncio.fixture(scope="module")
+async def engine() -> AsyncIterator[BatchedLlamaEngine]:
+    config = EngineConfig(
+        model_path=default_student_gguf(),
+        n_slots=N_SLOTS,
+        n_ctx_per_slot=512,
+        n_threads=1,
+        prefill_chunk=CHUNK,
+        max_queue=4,
+    )
+    engine = BatchedLlamaEngine(config)
+    yield engine
+    engine.close()
+
+
+def assert_clean(engine: BatchedLlamaEngine) -> None:
+    stats = engine.stats()
+    assert stats.free_slots == N_SLOTS and stats.running == 0 and stats.waiting == 0
+    assert stats.kv_cells_used == 0, "KV cells were not freed"
+
+
+async def test_single_sequence_matches_plain_llama_cpp(engine: BatchedLlamaEngine) -> None:
+    params = SamplingParams(max_tokens=40)
+    batched = await engine.submit(LONG_PROMPT, params).wait()
+    plain = llama_cpp.Llama(
+        model_path=str(default_student_gguf()),
+        n_ctx=512,
+        n_batch=CHUNK,
+        n_ubatch=CHUNK,
+        n_threads=1,
+        flash_attn=False,
+        verbose=False,
+    )
+    try:
+        expected = plain.create_completion(LONG_PROMPT, max_tokens=40, temperature=0.0)["choices"][0]["text"]
+    finally:
+        plain.close()
+    assert batched.text == expected
+    assert batched.completion_tokens <= 40
+    assert_clean(engine)
+
+
+async def test_no_cross_talk_between_sequences(engine: BatchedLlamaEngine) -> None:
+    counts = {engine.count_tokens(animal_prompt(a)) for a in [*ANIMALS, "wolves"]}
+    assert len(counts) == 1, "the test prompts must have the same token count"
+    params = SamplingParams(max_tokens=24, ignore_eos=True)
+
+    async def run(animals: list[str]) -> list[str]:
+        with engine.hold():  # all eight enter the same decode steps: the same batch layout both times
+            sequences = [engine.submit(animal_prompt(a), params) for a in animals]
+        return [(await s.wait()).text for s in sequences]
+
+    first = await run(ANIMALS)
+    changed = [*ANIMALS[:3], "wolves", *ANIMALS[4:]]
+    second = await run(changed)
+    assert all(first), "every sequence must produce text"
+    assert first[3] != second[3], "the changed prompt should change its own answer"
+    for index in (0, 1, 2, 4, 5, 6, 7):
+        assert first[index] == second[index], f"sequence {index} changed when another sequence's prompt did"
+    assert_clean(engine)
+
+
+async def test_cancel_frees_slot_and_kv_cells(engine: BatchedLlamaEngine) -> None:
+    sequence = engine.submit(LONG_PROMPT, SamplingParams(max_tokens=400, ignore_eos=True))
+    async for _ in sequence.stream():
+        break  # one delta is enough: it is decoding now
+    assert engine.stats().running == 1
+    sequence.cancel()
+    result = await sequence.wait()
+    assert result.finish_reason == "cancelled"
+    assert_clean(engine)
+
+
+async def test_queue_limit_raises_queue_full(engine: BatchedLlamaEngine) -> None:
+    params = SamplingParams(max_tokens=200, ignore_eos=True)
+    with engine.hold():
+        accepted = [engine.submit(animal_prompt("cats"), params) for _ in range(N_SLOTS + 4)]
+        try:
+            engine.submit(animal_prompt("dogs"), params)
+        except QueueFullError as error:
+            assert "queue limit 4" in str(error)
+        else:
+            raise AssertionError("the engine accepted more than slots + max_queue sequences")
+    for sequence in accepted:
+        sequence.cancel()
+    await asyncio.gather(*(s.wait() for s in accepted))
+    assert_clean(engine)
+
+
+async def test_open_prompt_gives_the_same_answer_however_the_text_arrives(engine: BatchedLlamaEngine) -> None:
+    prompt, guidance = animal_prompt("owls"), "Owls are nocturnal birds that"
+    params = SamplingParams(max_tokens=20)
+    whole = await engine.submit(prompt + guidance, params).wait()
+    for piece in (1, 3, 7):
+        sequence = engine.submit(prompt, params, prompt_open=True)
+        for start in range(0, len(guidance), piece):
+            sequence.append_text(guidance[start : start + piece])
+            await asyncio.sleep(0.01)
+        sequence.close_prompt()
+        streamed = await sequence.wait()
+        assert streamed.text == whole.text, f"guidance in pieces of {piece} characters changed the answer"
+        assert streamed.prompt_tokens == whole.prompt_tokens
+    assert_clean(engine)
+
+
+async def test_stop_sequences_and_max_tokens(engine: BatchedLlamaEngine) -> None:
+    free = await engine.submit(LONG_PROMPT, SamplingParams(max_tokens=30)).wait()
+    assert free.finish_reason in ("length", "stop") and free.completion_tokens <= 30
+    word = free.text.split()[2]
+    stopped = await engine.submit(LONG_PROMPT, SamplingParams(max_tokens=30, stop=(word,))).wait()
+    assert stopped.finish_reason == "stop" and word not in stopped.text
+    assert free.text.startswith(stopped.text)
+    assert_clean(engine)
