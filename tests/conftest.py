@@ -124,3 +124,12 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def vllm_teacher() -> AsyncIterator[TeacherServer]:
+    """The real vLLM engine on CPU (Gemma 3 270M, fp32), started once per session (~20-80 s)."""
+    server = TeacherServer(teacher_settings(backend="vllm", max_num_seqs=8, kv_cache_space_gib=1, max_model_len=2048))
+    await server.start()
+    yield server
+    await server.stop(grace=0)

@@ -1,0 +1,133 @@
+"""Teacher backend on any OpenAI-compatible `/v1/completions` server (vLLM's, llama.cpp's, or a hosted API)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from cloud_teacher.backends.base import TeacherBackend
+from cloud_teacher.settings import TeacherSettings
+from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams
+from shared.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
+from shared.metrics import GktMetrics
+from shared.prompts import CompletionFormat
+
+logger = logging.getLogger(__name__)
+
+
+class OpenAIBackend(TeacherBackend):
+    """Streams `/v1/completions` with `max_tokens=K`; closing the stream drops the HTTP connection, which
+    OpenAI-compatible servers treat as an abort."""
+
+    name = "openai"
+
+    def __init__(self, settings: TeacherSettings, metrics: GktMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._client: httpx.AsyncClient | None = None
+        self._model = settings.model or ""
+        # Completion endpoints take text: chat messages are rendered in the paper's Q/A transcript.
+        self._format = CompletionFormat()
+        self._running = 0
+
+    def _api_key(self) -> str | None:
+        if self._settings.openai_api_key is not None:
+            return self._settings.openai_api_key.get_secret_value()
+        if self._settings.openai_api_key_file is not None:
+            return self._settings.openai_api_key_file.read_text().strip()
+        return None
+
+    async def start(self) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if (key := self._api_key()) else {}
+        self._client = httpx.AsyncClient(
+            base_url=self._settings.openai_base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(self._settings.openai_timeout_seconds, connect=10.0),
+        )
+        try:
+            response = await self._client.get("/models")
+            response.raise_for_status()
+            models = [m["id"] for m in response.json().get("data", [])]
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            url = self._settings.openai_base_url
+            raise BackendError(f"the OpenAI-compatible server at {url} failed: {error}") from error
+        if not self._model:
+            if not models:
+                raise BackendError("the server lists no models; set --model")
+            self._model = models[0]
+        logger.info("OpenAI-compatible teacher: %s at %s", self._model, self._settings.openai_base_url)
+
+    def generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+        return self._generate(params)
+
+    async def _generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+        if self._client is None:
+            raise NotReadyError("the OpenAI backend is not started yet")
+        rendered = self._format.render(params.input)
+        body: dict[str, Any] = {
+            "model": self._model,
+            "prompt": rendered.text,
+            "max_tokens": params.max_guidance_tokens,
+            "temperature": params.sampling.temperature,
+            "top_p": params.sampling.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if stop := list(rendered.stop + params.sampling.stop):
+            body["stop"] = stop
+        if params.sampling.seed is not None:
+            body["seed"] = params.sampling.seed
+        chunks = 0
+        usage: dict[str, int] = {}
+        finish_reason = "length"
+        self._running += 1
+        try:
+            async with self._client.stream("POST", "/completions", json=body) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _http_error(response)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line.removeprefix("data:").strip()
+                    if data == "[DONE]":
+                        break
+                    event = json.loads(data)
+                    usage = event.get("usage") or usage
+                    for choice in event.get("choices") or ():
+                        if text := choice.get("text"):
+                            chunks += 1
+                            yield GuidanceDelta(text)
+                        if choice.get("finish_reason"):
+                            finish_reason = "stop" if choice["finish_reason"] == "stop" else "length"
+        except httpx.HTTPError as error:
+            raise BackendError(f"the OpenAI-compatible server failed: {error}") from error
+        finally:
+            self._running -= 1
+        # Servers that do not report usage in streams: one streamed chunk is one token on every server we know.
+        yield GuidanceDone(
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", chunks)),
+            finish_reason=finish_reason,  # type: ignore[arg-type]
+        )
+
+    def load(self) -> tuple[int, int]:
+        return self._running, 0
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _http_error(response: httpx.Response) -> Exception:
+    detail = response.text[:300]
+    if response.status_code in (400, 422):
+        return InvalidArgumentError("prompt", f"the teacher server rejected the request: {detail}")
+    if response.status_code == 429:
+        return OverloadedError(f"the teacher server is overloaded: {detail}")
+    return BackendError(f"the teacher server answered HTTP {response.status_code}: {detail}")
