@@ -17,6 +17,7 @@ from shared.gkt.v1 import teacher_pb2_grpc
 from shared.grpc_server import GrpcServer, ServiceBinding, wait_for_shutdown_signal
 from shared.logging_setup import configure_logging
 from shared.metrics import GktMetrics
+from shared.security import server_credentials, server_interceptors
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class TeacherServer:
                 )
             ],
             metrics_registries=registries,
+            interceptors=server_interceptors(settings, self.metrics),
+            credentials=server_credentials(settings),
         )
 
     @property

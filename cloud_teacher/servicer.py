@@ -101,3 +101,11 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         ) / 1000
         m.cost.labels(tier, "teacher", mode).inc(cost)
         m.request_success.labels(tier, mode, finish_reason).inc()
+        logger.info(
+            "guidance for %s: %d prompt + %d generated tokens in %.2fs (%s)",
+            mode,
+            prompt_tokens,
+            completion_tokens,
+            total,
+            finish_reason,
+        )

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from edge_student.circuit_breaker import CircuitBreaker
 from edge_student.teacher_client import TeacherClient, TeacherUnavailableError
 from shared.domain import (
     Answer,
@@ -68,14 +69,21 @@ class _GuidanceJoiner:
 class EdgeScheduler:
     """Answers one request at a time per call; many calls run concurrently and share the student engine."""
 
-    def __init__(self, engine: BatchedLlamaEngine, teacher: TeacherClient, student_format: PromptFormat) -> None:
+    def __init__(
+        self, engine: BatchedLlamaEngine, teacher: TeacherClient, student_format: PromptFormat, breaker: CircuitBreaker
+    ) -> None:
         self.engine = engine
         self.teacher = teacher
         self.student_format = student_format
+        self.breaker = breaker
 
-    async def answer(self, params: GenerateParams) -> AsyncIterator[AnswerEvent]:
-        """Yields `AnswerDelta`s (guidance first, then the student's) and finally the `Answer`."""
+    async def answer(self, params: GenerateParams, time_left: float | None = None) -> AsyncIterator[AnswerEvent]:
+        """Yields `AnswerDelta`s (guidance first, then the student's) and finally the `Answer`.
+
+        `time_left` is the app's remaining deadline (seconds), passed on to the teacher call.
+        """
         received = time.monotonic()
+        deadline = None if time_left is None else received + time_left
         rendered = self.student_format.render(params.input)
         guidance = _GuidanceOutcome()
         usage, timings = Usage(), Timings()
@@ -84,7 +92,7 @@ class EdgeScheduler:
         student_result: SequenceResult | None = None
         try:
             if params.mode == "teacher_only":
-                async for text in self._stream_guidance(params, params.max_tokens, guidance):
+                async for text in self._stream_guidance(params, params.max_tokens, guidance, deadline):
                     first_output_at = first_output_at or time.monotonic()
                     yield AnswerDelta(text, "guidance")
                 if guidance.failure is not None:  # degraded: the student finishes what the teacher started
@@ -94,7 +102,7 @@ class EdgeScheduler:
                 # Submit first, so the student prefills its prompt while the guidance is on its way.
                 sequence = self._submit(rendered, params, prompt_open=True)
                 joiner = _GuidanceJoiner(rendered)
-                async for text in self._stream_guidance(params, params.guidance_tokens, guidance):
+                async for text in self._stream_guidance(params, params.guidance_tokens, guidance, deadline):
                     first_output_at = first_output_at or time.monotonic()
                     sequence.append_text(joiner.for_student(text))
                     yield AnswerDelta(text, "guidance")
@@ -159,18 +167,25 @@ class EdgeScheduler:
         )
 
     async def _stream_guidance(
-        self, params: GenerateParams, max_tokens: int, outcome: _GuidanceOutcome
+        self, params: GenerateParams, max_tokens: int, outcome: _GuidanceOutcome, deadline: float | None
     ) -> AsyncIterator[str]:
         """Yields guidance text; on failure records it in `outcome` (the text so far stays usable)."""
+        if not self.breaker.allow():
+            outcome.failure = TeacherUnavailableError("circuit_open", "the teacher failed repeatedly; not calling it")
+            outcome.finished_at = time.monotonic()
+            return
         request = GuidanceParams(input=params.input, max_guidance_tokens=max_tokens, sampling=params.sampling)
+        time_left = None if deadline is None else deadline - time.monotonic()
         try:
-            async for event in self.teacher.stream_guidance(request, params.mode):
+            async for event in self.teacher.stream_guidance(request, params.mode, time_left):
                 if isinstance(event, GuidanceDelta):
                     outcome.text += event.text
                     yield event.text
                 else:
                     outcome.done = event
+            self.breaker.record_success()
         except TeacherUnavailableError as failure:
+            self.breaker.record_failure()
             logger.warning(
                 "guidance failed (%s); answering degraded with %d chars of guidance", failure, len(outcome.text)
             )

@@ -8,6 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import grpc
+
+from edge_student.circuit_breaker import CircuitBreaker
 from edge_student.scheduler import EdgeScheduler
 from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
@@ -19,10 +22,28 @@ from shared.logging_setup import configure_logging
 from shared.metrics import GktMetrics
 from shared.models import default_student_gguf
 from shared.prompts import CompletionFormat, format_for_template
+from shared.security import channel_credentials, server_credentials, server_interceptors
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "gkt.v1.EdgeService"
+
+
+def teacher_credentials(settings: EdgeSettings) -> grpc.ChannelCredentials | None:
+    """TLS (and mutual TLS) towards the teacher, when configured."""
+    if not (settings.teacher_tls or settings.teacher_tls_ca_file or settings.teacher_tls_cert_file):
+        return None
+    return channel_credentials(
+        settings.teacher_tls_ca_file, settings.teacher_tls_cert_file, settings.teacher_tls_key_file
+    )
+
+
+def teacher_token(settings: EdgeSettings) -> str | None:
+    if settings.teacher_auth_token is not None:
+        return settings.teacher_auth_token.get_secret_value()
+    if settings.teacher_auth_token_file is not None:
+        return settings.teacher_auth_token_file.read_text().strip()
+    return None
 
 
 class EdgeServer:
@@ -35,13 +56,20 @@ class EdgeServer:
         self.teacher = TeacherClient(
             settings.teacher_address,
             GuidanceDeadlines(settings.guidance_first_token_timeout_seconds, settings.guidance_timeout_seconds),
+            credentials=teacher_credentials(settings),
+            server_name=settings.teacher_tls_server_name,
+            token=teacher_token(settings),
             max_message_bytes=settings.max_message_bytes,
         )
+        self.breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_seconds)
+        self.metrics.teacher_circuit_open.labels("edge").set_function(lambda: self.breaker.state != "closed")
         self.servicer = EdgeServicer(None, settings, self.metrics)  # the scheduler arrives once the model is loaded
         self.grpc = GrpcServer(
             settings,
             [ServiceBinding(SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, self.servicer)],
             metrics_registries=[self.metrics.registry],
+            interceptors=server_interceptors(settings, self.metrics),
+            credentials=server_credentials(settings),
         )
 
     @property
@@ -71,7 +99,7 @@ class EdgeServer:
         self.engine = await asyncio.to_thread(BatchedLlamaEngine, config, self.metrics.observe_batch)
         template = self.engine.model.metadata("tokenizer.chat_template")
         student_format = CompletionFormat() if s.prompt_format == "completion" else format_for_template(template)
-        self.servicer.scheduler = EdgeScheduler(self.engine, self.teacher, student_format)
+        self.servicer.scheduler = EdgeScheduler(self.engine, self.teacher, student_format, self.breaker)
         engine = self.engine
         self.metrics.track_occupancy(
             lambda: engine.stats().running, lambda: engine.stats().waiting, lambda: engine.config.n_slots

@@ -52,9 +52,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
     ) -> edge_pb2.GenerateResponse:
         bind_request_id(context)
         try:
-            async for event in self._ready_scheduler().answer(self.params_from_pb(request)):
+            async for event in self._ready_scheduler().answer(self.params_from_pb(request), context.time_remaining()):
                 if isinstance(event, Answer):
-                    account_answer(self._metrics, event, self._prices)
+                    self._finish(event)
                     return answer_to_pb(event)
             raise RuntimeError("the scheduler ended without an answer")
         except asyncio.CancelledError:
@@ -69,17 +69,31 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
     ) -> AsyncIterator[edge_pb2.GenerateStreamChunk]:
         bind_request_id(context)
         try:
-            async for event in self._ready_scheduler().answer(self.params_from_pb(request)):
+            async for event in self._ready_scheduler().answer(self.params_from_pb(request), context.time_remaining()):
                 if isinstance(event, AnswerDelta):
                     yield answer_delta_to_pb(event)
                 else:
-                    account_answer(self._metrics, event, self._prices)
+                    self._finish(event)
                     yield edge_pb2.GenerateStreamChunk(final=answer_to_pb(event))
         except asyncio.CancelledError:
             self._metrics.count_error("GenerateStream", grpc.StatusCode.CANCELLED.name)
             raise
         except Exception as error:
             await self._abort(context, "GenerateStream", error)
+
+    def _finish(self, answer: Answer) -> None:
+        account_answer(self._metrics, answer, self._prices)
+        usage, timings = answer.usage, answer.timings
+        logger.info(
+            "%s answer: teacher %d+%d tokens, student %d+%d tokens, %.2fs%s",
+            answer.mode,
+            usage.teacher_prompt_tokens,
+            usage.teacher_completion_tokens,
+            usage.student_prompt_tokens,
+            usage.student_completion_tokens,
+            timings.total_seconds,
+            f" (degraded: {answer.degraded_reason})" if answer.degraded else "",
+        )
 
     def _ready_scheduler(self) -> EdgeScheduler:
         if self.scheduler is None:

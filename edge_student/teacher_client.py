@@ -78,31 +78,37 @@ class TeacherClient:
         self,
         address: str,
         deadlines: GuidanceDeadlines,
-        credentials: grpc.ChannelCredentials | None = None,
         *,
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
+        token: str | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
-        call_credentials: grpc.CallCredentials | None = None,
     ) -> None:
         self.address = address
         self.deadlines = deadlines
+        self._auth = (("authorization", f"Bearer {token}"),) if token else ()
         options = channel_options(max_message_bytes)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(address, options=options)
         else:
-            if call_credentials is not None:
-                credentials = grpc.composite_channel_credentials(credentials, call_credentials)
+            if server_name:
+                options.append(("grpc.ssl_target_name_override", server_name))
             self._channel = grpc.aio.secure_channel(address, credentials, options=options)
         self._stub = teacher_pb2_grpc.TeacherServiceStub(self._channel)
 
-    async def stream_guidance(self, params: GuidanceParams, mode: Mode) -> AsyncIterator[GuidanceEvent]:
+    async def stream_guidance(
+        self, params: GuidanceParams, mode: Mode, time_left: float | None = None
+    ) -> AsyncIterator[GuidanceEvent]:
         """Yields guidance deltas then one `GuidanceDone`; raises `TeacherUnavailableError` if it cannot finish in time.
 
-        Deltas already yielded stay valid when it fails: the caller may use the guidance it has.
+        `time_left` is what remains of the app's own deadline: the teacher call never outlives it. Deltas already
+        yielded stay valid when it fails: the caller may use the guidance it has.
         """
-        metadata = ((REQUEST_ID_KEY, request_id_var.get()), (MODE_KEY, mode))
+        metadata = ((REQUEST_ID_KEY, request_id_var.get()), (MODE_KEY, mode), *self._auth)
+        timeout = self.deadlines.total_seconds if time_left is None else min(self.deadlines.total_seconds, time_left)
         call = self._stub.StreamGuidance(
             guidance_request_to_pb(params),
-            timeout=self.deadlines.total_seconds,
+            timeout=max(timeout, 0.001),
             metadata=metadata,
             wait_for_ready=False,
         )

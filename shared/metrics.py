@@ -217,6 +217,12 @@ class GktMetrics:
         self.requests_waiting = Gauge("gkt_num_requests_waiting", "Requests waiting for a slot.", t, registry=r)
         self.slots_total = Gauge("gkt_slots", "Sequence slots of the batched engine.", t, registry=r)
         self.slots_used = Gauge("gkt_slots_used", "Sequence slots in use now.", t, registry=r)
+        self.teacher_circuit_open = Gauge(
+            "gkt_teacher_circuit_open",
+            "Edge: 1 while the circuit breaker keeps calls away from the teacher.",
+            t,
+            registry=r,
+        )
         self.batch_size = Histogram(
             "gkt_batch_size",
             "Sequences advanced together in one decode step.",
