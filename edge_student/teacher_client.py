@@ -148,6 +148,8 @@ def _failure_from(error: grpc.aio.AioRpcError) -> TeacherUnavailableError:
         return TeacherUnavailableError("deadline", "the guidance did not finish within its deadline")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return TeacherUnavailableError("unavailable", error.details() or "the teacher is unreachable")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return TeacherUnavailableError("unauthorized", f"the teacher refused our credentials ({code.name})")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return TeacherUnavailableError("overloaded", error.details() or "the teacher is overloaded")
     return TeacherUnavailableError("error", f"{code.name}: {error.details()}")
