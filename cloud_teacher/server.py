@@ -16,6 +16,7 @@ from cloud_teacher.settings import TeacherSettings
 from shared.gkt.v1 import teacher_pb2_grpc
 from shared.grpc_server import GrpcServer, ServiceBinding, wait_for_shutdown_signal
 from shared.logging_setup import configure_logging
+from shared.malformed_requests import MalformedRequestInterceptor
 from shared.metrics import GktMetrics
 from shared.security import server_credentials, server_interceptors
 
@@ -45,7 +46,7 @@ class TeacherServer:
                 )
             ],
             metrics_registries=registries,
-            interceptors=server_interceptors(settings, self.metrics),
+            interceptors=[*server_interceptors(settings, self.metrics), MalformedRequestInterceptor(self.metrics)],
             credentials=server_credentials(settings),
         )
 

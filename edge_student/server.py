@@ -19,6 +19,7 @@ from shared.gkt.v1 import edge_pb2_grpc
 from shared.grpc_server import GrpcServer, ServiceBinding, wait_for_shutdown_signal
 from shared.llama_engine import BatchedLlamaEngine, EngineConfig, SamplingParams
 from shared.logging_setup import configure_logging
+from shared.malformed_requests import MalformedRequestInterceptor
 from shared.metrics import GktMetrics
 from shared.models import default_student_gguf
 from shared.prompts import CompletionFormat, format_for_template
@@ -68,7 +69,7 @@ class EdgeServer:
             settings,
             [ServiceBinding(SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, self.servicer)],
             metrics_registries=[self.metrics.registry],
-            interceptors=server_interceptors(settings, self.metrics),
+            interceptors=[*server_interceptors(settings, self.metrics), MalformedRequestInterceptor(self.metrics)],
             credentials=server_credentials(settings),
         )
 
