@@ -11,10 +11,17 @@ import time
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("gkt_request_id", default="-")
 
 
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        return True
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_request_id(*args: object, **kwargs: object) -> logging.LogRecord:
+    """Every log record carries the request id of the call being served ("-" outside calls)."""
+    record = _base_factory(*args, **kwargs)  # type: ignore[arg-type]
+    record.request_id = request_id_var.get()
+    return record
+
+
+logging.setLogRecordFactory(_record_with_request_id)
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,7 +43,6 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     """Sends logs to stderr in the chosen format; quietens chatty libraries."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:

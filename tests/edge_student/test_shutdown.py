@@ -1,0 +1,96 @@
+"""SIGTERM under load, on a real edge process: health flips, accepted requests finish, new ones get UNAVAILABLE."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cloud_teacher.server import TeacherServer
+from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.stack import launch
+
+BIN = Path(sys.executable).parent
+
+
+async def in_system(metrics_port: int | None) -> float:
+    async with httpx.AsyncClient() as client:
+        body = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    return sum(
+        float(line.split()[-1])
+        for line in body.splitlines()
+        if line.startswith(("gkt_num_requests_running{", "gkt_num_requests_waiting{"))
+    )
+
+
+async def test_sigterm_during_load(teacher_server: TeacherServer) -> None:
+    edge = launch(
+        "shutdown-edge",
+        [
+            str(BIN / "gkt-edge"),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--teacher-address",
+            f"127.0.0.1:{teacher_server.port}",
+            "--n-slots",
+            "2",
+            "--shutdown-grace-seconds",
+            "60",
+            "--log-level",
+            "WARNING",
+        ],
+    )
+    await asyncio.to_thread(edge.wait_ready, 120)
+    address = f"127.0.0.1:{edge.port}"
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = edge_pb2_grpc.EdgeServiceStub(channel)
+            requests = [
+                edge_pb2.GenerateRequest(
+                    messages=[common_pb2.ChatMessage(role="user", content=f"Write a story about the number {i}.")],
+                    mode=edge_pb2.MODE_GKT if i % 2 else edge_pb2.MODE_STUDENT_ONLY,
+                    guidance_tokens=4,
+                    max_tokens=40,
+                )
+                for i in range(6)
+            ]
+            accepted = [asyncio.ensure_future(stub.Generate(r, timeout=120)) for r in requests]
+            for _ in range(200):
+                if await in_system(edge.metrics_port) == len(accepted):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the requests were not all accepted")
+            edge.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+
+            # Health says NOT_SERVING (or the listener is already closed) and new calls are refused.
+            try:
+                health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+            for new_channel in (False, True):
+                late_channel = grpc.aio.insecure_channel(address) if new_channel else channel
+                try:
+                    await edge_pb2_grpc.EdgeServiceStub(late_channel).Generate(requests[0], timeout=5)
+                except grpc.aio.AioRpcError as error:
+                    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+                else:
+                    raise AssertionError("a request was accepted after SIGTERM")
+                finally:
+                    if new_channel:
+                        await late_channel.close()
+
+            responses = await asyncio.gather(*accepted)
+        assert all(r.text and r.finish_reason != common_pb2.FINISH_REASON_CANCELLED for r in responses), responses
+        assert await asyncio.to_thread(edge.process.wait, 60) == 0
+    finally:
+        edge.stop()
