@@ -55,6 +55,10 @@ def server_options(settings: TierSettings) -> list[tuple[str, Any]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 0),
+        # Clients re-resolve and spread over new replicas only when connections end: recycle them every
+        # 5 minutes, letting streams in flight finish within a minute.
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", 60_000),
     ]
 
 
