@@ -59,3 +59,14 @@ async def test_server_keeps_serving_after_bad_requests(edge_stub: edge_pb2_grpc.
         edge_pb2.GenerateRequest(messages=USER, mode=edge_pb2.MODE_STUDENT_ONLY, max_tokens=4)
     )
     assert response.student_text
+
+
+async def test_message_larger_than_the_limit_is_refused(edge_stub: edge_pb2_grpc.EdgeServiceStub) -> None:
+    huge = edge_pb2.GenerateRequest(prompt="x" * (5 * 1024 * 1024))  # above the 4 MiB default message limit
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await edge_stub.Generate(huge)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    response = await edge_stub.Generate(
+        edge_pb2.GenerateRequest(messages=USER, mode=edge_pb2.MODE_STUDENT_ONLY, max_tokens=2)
+    )
+    assert response.student_text

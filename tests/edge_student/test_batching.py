@@ -98,3 +98,19 @@ async def test_prefill_overlaps_a_slow_guidance_stream() -> None:
             assert t.student_prompt_prefilled_seconds < t.guidance_wait_seconds - delay, t
     finally:
         await server.stop(0)
+
+
+async def test_client_cancel_aborts_the_teacher_request(
+    teacher_server,
+    edge_server: EdgeServer,  # type: ignore[no-untyped-def]
+    edge_stub: edge_pb2_grpc.EdgeServiceStub,
+) -> None:
+    call = edge_stub.GenerateStream(ask("the history of the world", guidance_tokens=500, max_tokens=8))
+    async for chunk in call:
+        if chunk.segment == edge_pb2.SEGMENT_GUIDANCE:
+            break  # the teacher is generating guidance for us now
+    assert teacher_server.backend.load()[0] == 1
+    call.cancel()
+    # The edge stops reading, cancels its teacher call, and the teacher's engine drops the sequence.
+    await wait_until(lambda: teacher_server.backend.load() == (0, 0))
+    await wait_until(lambda: slots_free(edge_server))
