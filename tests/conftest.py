@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
@@ -88,12 +88,12 @@ def teacher_stub(teacher_channel: grpc.aio.Channel) -> teacher_pb2_grpc.TeacherS
     return teacher_pb2_grpc.TeacherServiceStub(teacher_channel)
 
 
-async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
-    """Polls `predicate()` until it is true; fails the test on timeout."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0, interval: float = 0.05) -> None:
+    """Polls `predicate()` until it is true; fails the test after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
 
 

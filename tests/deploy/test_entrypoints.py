@@ -61,11 +61,11 @@ class Container:
         command = [sys.executable if self.healthcheck[0] == "python" else self.healthcheck[0], *self.healthcheck[1:]]
         return subprocess.run(command, env=self.env, capture_output=True, timeout=30).returncode == 0
 
-    async def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_healthy(self, within: float) -> None:
+        deadline = time.monotonic() + within
         while not await asyncio.to_thread(self.healthy):
             assert self.process.poll() is None, f"{self.entrypoint} exited with {self.process.returncode}"
-            assert time.monotonic() < deadline, f"{self.entrypoint} not healthy within {timeout}s"
+            assert time.monotonic() < deadline, f"{self.entrypoint} not healthy within {within}s"
             await asyncio.sleep(1)
 
     def stop(self) -> int:
@@ -89,8 +89,8 @@ async def test_cloud_cpu_and_edge_images_come_up_and_answer() -> None:
     )
     try:
         assert not await asyncio.to_thread(teacher.healthy), "healthy before the model was loaded"
-        await teacher.wait_healthy(timeout=600)
-        await edge.wait_healthy(timeout=300)
+        await teacher.wait_healthy(within=600)
+        await edge.wait_healthy(within=300)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{edge_port}") as channel:
             response = await edge_pb2_grpc.EdgeServiceStub(channel).Generate(
                 edge_pb2.GenerateRequest(

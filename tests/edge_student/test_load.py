@@ -71,8 +71,8 @@ async def test_load_mixed_modes_cancels_and_deadlines(edge_server: EdgeServer) -
     # Every normal request succeeds; only the hopeless deadlines may miss (a few might still make it).
     assert counts.get("OK", 0) >= expected.count("normal")
     assert counts.get("CANCELLED", 0) == expected.count("cancel")
-    await wait_until(lambda: slots_free(edge_server), timeout=30)
-    await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before, timeout=10)
+    await wait_until(lambda: slots_free(edge_server), within=30)
+    await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before, within=10)
     latencies.sort()
     figures = {
         "requests": N_REQUESTS,

@@ -26,6 +26,7 @@ from tests.conftest import closed_port
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "gkt-serving.json"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+COST_RATIO = 'sum(gkt_cost_total{tier="edge",mode="gkt"}) / sum(gkt_teacher_only_cost_total{mode="gkt"})'
 
 
 async def scrape(port: int | None) -> Samples:
@@ -214,10 +215,13 @@ async def prometheus(teacher_server: TeacherServer, edge_server: EdgeServer, tmp
     assert binary, "the Prometheus server is missing: apt-get install prometheus (make test does it)"
     port = closed_port()
     config = tmp_path / "prometheus.yml"
+    jobs = {"gkt-teacher": teacher_server.grpc.metrics_port, "gkt-edge": edge_server.grpc.metrics_port}
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
-        f"  - job_name: gkt-teacher\n    static_configs:\n      - targets: ['127.0.0.1:{teacher_server.grpc.metrics_port}']\n"
-        f"  - job_name: gkt-edge\n    static_configs:\n      - targets: ['127.0.0.1:{edge_server.grpc.metrics_port}']\n"
+        + "".join(
+            f"  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+            for job, port in jobs.items()
+        )
     )
     process = await asyncio.create_subprocess_exec(
         binary,
@@ -264,9 +268,7 @@ async def test_real_prometheus_evaluates_every_dashboard_query(
         ratio = (
             await client.get(
                 "/api/v1/query",
-                params={
-                    "query": 'sum(gkt_cost_total{tier="edge",mode="gkt"}) / sum(gkt_teacher_only_cost_total{mode="gkt"})'
-                },
+                params={"query": COST_RATIO},
             )
         ).json()["data"]["result"]
         assert 0 < float(ratio[0]["value"][1]) < 1

@@ -14,9 +14,8 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_teacher.server import TeacherServer
-from edge_student.server import EdgeServer
 from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from tests.certs import CertificateAuthority, CertFiles
+from tests.certs import CertFiles, CertificateAuthority
 from tests.conftest import running_edge, running_teacher
 
 APP_TOKEN = "app-secret-token-6f1c"

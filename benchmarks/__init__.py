@@ -1,0 +1,1 @@
+"""Benchmarks: the paper's experiments and throughput measurements, run against the real services."""

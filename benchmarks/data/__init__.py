@@ -1,0 +1,1 @@
+"""The benchmark data files (JSONL) with their provenance and licence note, README.md."""

@@ -1,0 +1,350 @@
+"""`gkt bench`: the paper's GSM8K / CSQA experiments through the edge and cloud services, in every mode.
+
+Each question is sent to the edge over gRPC as a raw few-shot prompt, once per mode: teacher-only, student-only
+and GKT at each K, one mode after the other over all questions with the same concurrency, so that wall times
+compare. Writes a results JSON, a per-answer JSONL file beside it and two PNG plots, and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import grpc
+
+from benchmarks.datasets import DATASETS, DEFAULT_FILES, Dataset, DatasetError, Example, load_examples
+from benchmarks.prompts import (
+    CSQA_ANSWER_PHRASE,
+    GSM8K_ANSWER_PHRASE,
+    STOP_SEQUENCES,
+    FewShotPrompts,
+    few_shot_prompts,
+)
+from benchmarks.report import build_results, markdown_table, write_answers, write_json, write_plots
+from benchmarks.runner import MODE_NAMES, ModeName, ModeRun, ModeSpec, RequestSettings, run_mode
+from edge_student.settings import EdgeSettings
+from shared.gkt.v1 import edge_pb2_grpc
+from shared.metrics import Prices
+from shared.models import cache_dir
+from shared.stack import ServiceProcess, launch
+
+logger = logging.getLogger(__name__)
+
+RESULTS_DIR = Path(__file__).parent / "results"
+# The paper's settings: GSM8K K=40 then up to 300 student tokens; CSQA K=30 then 100.
+PAPER_GUIDANCE_TOKENS: dict[Dataset, int] = {"gsm8k": 40, "csqa": 30}
+PAPER_MAX_TOKENS: dict[Dataset, int] = {"gsm8k": 300, "csqa": 100}
+TeacherBackend = Literal["vllm", "llamacpp"]
+TEACHER_MODELS: dict[str, str] = {
+    "vllm": "Gemma 3 270M base, fp32 Hugging Face conversion of the Q4_K_M GGUF, on vLLM (CPU)",
+    "llamacpp": "Gemma 3 270M base, Q4_K_M GGUF, on llama.cpp",
+}
+STUDENT_MODEL = "SmolLM2-135M-Instruct, Q4_1 GGUF, on llama.cpp (raw completion prompts)"
+# Launched services wait this long for guidance before answering degraded: a long teacher-only answer behind a
+# queue of others must not be cut off by the edge's interactive deadlines (10 s / 30 s by default).
+LAUNCHED_GUIDANCE_TIMEOUT_SECONDS = 1800.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run. `edge` set: use the running services there; unset: start teacher + edge and stop them."""
+
+    dataset: Dataset = "csqa"
+    data: Path | None = None
+    limit: int | None = None
+    guidance_tokens: tuple[int, ...] = ()  # empty: the paper's K for the dataset
+    max_tokens: int | None = None  # None: the paper's budget for the dataset
+    modes: tuple[ModeName, ...] = MODE_NAMES
+    concurrency: int = 4
+    seed: int | None = 0
+    temperature: float = 0.0
+    edge: str | None = None
+    teacher_backend: TeacherBackend = "vllm"
+    out: Path | None = None  # None: nothing written
+    plots_dir: Path | None = None  # None: beside `out`
+    timeout_seconds: float = 1800.0
+    progress: bool = True
+    warm_up: bool = True  # one untimed request through both tiers before the first measured mode
+
+    def resolved(self) -> BenchConfig:
+        """The same with the dataset's defaults filled in."""
+        return replace(
+            self,
+            guidance_tokens=self.guidance_tokens or (PAPER_GUIDANCE_TOKENS[self.dataset],),
+            max_tokens=self.max_tokens or PAPER_MAX_TOKENS[self.dataset],
+        )
+
+    def mode_specs(self) -> list[ModeSpec]:
+        """Teacher-only first (the reference), then student-only, then GKT at each K, ascending."""
+        specs = [ModeSpec(mode) for mode in ("teacher", "student") if mode in self.modes]
+        if "gkt" in self.modes:
+            specs += [ModeSpec("gkt", k) for k in sorted(set(self.guidance_tokens))]
+        return specs
+
+
+@contextlib.asynccontextmanager
+async def edge_service(config: BenchConfig) -> AsyncIterator[str]:
+    """The address of the running edge at `config.edge`, or of a teacher + edge started here on free ports (both
+    stopped on exit; their logs go to `<cache>/run/bench-*.log`)."""
+    if config.edge is not None:
+        yield config.edge
+        return
+    run_dir = cache_dir() / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    slots = str(max(1, min(64, config.concurrency)))
+    started: list[ServiceProcess] = []
+    try:
+        teacher = launch(
+            "bench-teacher",
+            [
+                str(bin_dir / "gkt-teacher"),
+                *("--backend", config.teacher_backend, "--host", "127.0.0.1", "--port", "0"),
+                *("--n-slots", slots, "--log-level", "WARNING"),
+            ],
+            log_path=run_dir / "bench-teacher.log",
+        )
+        started.append(teacher)
+        await _wait_ready(teacher, 900, run_dir / "bench-teacher.log")
+        timeout = str(LAUNCHED_GUIDANCE_TIMEOUT_SECONDS)
+        edge = launch(
+            "bench-edge",
+            [
+                str(bin_dir / "gkt-edge"),
+                *("--teacher-address", f"127.0.0.1:{teacher.port}", "--host", "127.0.0.1", "--port", "0"),
+                *("--n-slots", slots, "--max-queue", str(max(64, config.concurrency)), "--log-level", "WARNING"),
+                *("--guidance-first-token-timeout-seconds", timeout, "--guidance-timeout-seconds", timeout),
+            ],
+            log_path=run_dir / "bench-edge.log",
+        )
+        started.append(edge)
+        await _wait_ready(edge, 300, run_dir / "bench-edge.log")
+        yield f"127.0.0.1:{edge.port}"
+    finally:
+        for process in reversed(started):
+            await asyncio.to_thread(process.stop)
+
+
+async def _wait_ready(service: ServiceProcess, seconds: float, log: Path) -> None:
+    try:
+        await asyncio.to_thread(service.wait_ready, seconds)
+    except (RuntimeError, TimeoutError) as error:
+        raise RuntimeError(f"{error} (its log: {log})") from None
+
+
+def metadata(config: BenchConfig, prices: Prices, n: int, shots: int, edge_address: str) -> dict[str, Any]:
+    """The top of the results JSON: what was run, on what, with which prices."""
+    launched = config.edge is None
+    return {
+        "benchmark": "gkt bench",
+        "dataset": config.dataset,
+        "data_file": str(config.data or DEFAULT_FILES[config.dataset]),
+        "n": n,
+        "limit": config.limit,
+        "shots": shots,
+        "answer_phrase": GSM8K_ANSWER_PHRASE if config.dataset == "gsm8k" else CSQA_ANSWER_PHRASE,
+        "modes": [spec.key for spec in config.mode_specs()],
+        "guidance_tokens": list(config.guidance_tokens),
+        "max_tokens": config.max_tokens,
+        "temperature": config.temperature,
+        "seed": config.seed,
+        "stop": list(STOP_SEQUENCES),
+        "concurrency": config.concurrency,
+        "services": {
+            "launched_by_bench": launched,
+            "edge_address": edge_address,
+            "teacher_backend": config.teacher_backend if launched else "unknown (services already running)",
+        },
+        "models": {
+            "teacher": TEACHER_MODELS[config.teacher_backend] if launched else "as configured on the running teacher",
+            "student": STUDENT_MODEL if launched else "as configured on the running edge",
+        },
+        "prices_per_1k_tokens": asdict(prices),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "python": platform.python_version(),
+        },
+    }
+
+
+async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
+    """Runs every mode over the dataset and returns the results document (also written to `config.out`)."""
+    config = config.resolved()
+    prompts, examples = await asyncio.to_thread(load_questions, config)
+    if not examples:
+        raise DatasetError("no questions to run (empty file, or --limit 0)")
+    settings = RequestSettings(
+        max_tokens=config.max_tokens or PAPER_MAX_TOKENS[config.dataset],
+        temperature=config.temperature,
+        seed=config.seed,
+        stop=STOP_SEQUENCES,
+        timeout_seconds=config.timeout_seconds,
+    )
+    runs: list[ModeRun] = []
+    async with edge_service(config) as edge_address, grpc.aio.insecure_channel(edge_address) as channel:
+        stub = edge_pb2_grpc.EdgeServiceStub(channel)
+        if config.warm_up:  # so that the first measured mode pays no connection set-up
+            await run_mode(
+                stub,
+                ModeSpec("gkt", 1),
+                examples[:1],
+                dataset=config.dataset,
+                prompts=prompts,
+                settings=replace(settings, max_tokens=1),
+                concurrency=1,
+                progress=False,
+            )
+        for spec in config.mode_specs():
+            runs.append(
+                await run_mode(
+                    stub,
+                    spec,
+                    examples,
+                    dataset=config.dataset,
+                    prompts=prompts,
+                    settings=settings,
+                    concurrency=config.concurrency,
+                    progress=config.progress,
+                )
+            )
+    prices = EdgeSettings().prices()  # the edge's price settings (GKT_EDGE_*_PRICE_*), as its cost metrics use
+    document = metadata(config, prices, len(examples), len(prompts.exemplars), edge_address)
+    document["prompt_prefix_chars"] = len(prompts.prefix)
+    document["results"] = build_results(runs, prices)
+    if config.out is not None:
+        await asyncio.to_thread(write_outputs, document, runs, config.out, config.plots_dir)
+    return document
+
+
+def load_questions(config: BenchConfig) -> tuple[FewShotPrompts, list[Example]]:
+    """The dataset's few-shot prompts and its evaluation questions (the exemplars left out)."""
+    prompts = few_shot_prompts(config.dataset)
+    examples = load_examples(config.dataset, config.data, exclude=prompts.exemplar_questions(), limit=config.limit)
+    return prompts, examples
+
+
+def write_outputs(document: dict[str, Any], runs: Sequence[ModeRun], out: Path, plots_dir: Path | None) -> None:
+    """The plots (`<out stem>_*.png`, beside `out` unless `plots_dir`), the per-answer JSONL (`<out
+    stem>.answers.jsonl`) and the results JSON, which lists the other files under `files`."""
+    answers = out.with_suffix(".answers.jsonl")
+    plots = write_plots(document, plots_dir or out.parent, out.stem)
+    document["files"] = {"answers": str(answers), "plots": [str(p) for p in plots]}
+    write_answers(answers, runs)
+    write_json(out, document)
+
+
+def _positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _modes(text: str) -> tuple[ModeName, ...]:
+    modes = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [m for m in modes if m not in MODE_NAMES]
+    if not modes or unknown:
+        raise argparse.ArgumentTypeError(f"modes are {','.join(MODE_NAMES)}; got {text!r}")
+    return cast(tuple[ModeName, ...], modes)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gkt bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--dataset", choices=DATASETS, default="csqa", help="default %(default)s")
+    p.add_argument("--data", type=Path, help="a JSONL file in the dataset's layout (default: the bundled dev file)")
+    p.add_argument("--limit", type=_positive_int, help="the first N questions only (default: all)")
+    p.add_argument(
+        "--guidance-tokens",
+        type=_positive_ints,
+        default=(),
+        metavar="K1,K2,...",
+        help="K values for GKT mode (default: the paper's, 40 for gsm8k, 30 for csqa)",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        help="tokens after the guidance (teacher tokens in teacher-only mode; default: 300 gsm8k, 100 csqa)",
+    )
+    p.add_argument(
+        "--modes", type=_modes, default=MODE_NAMES, metavar="M1,M2", help="of teacher,student,gkt (default: all)"
+    )
+    p.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed sent with every request (default %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default %(default)s)")
+    p.add_argument("--edge", metavar="HOST:PORT", help="use the edge running there (default: start teacher + edge)")
+    p.add_argument(
+        "--teacher-backend",
+        choices=["vllm", "llamacpp"],
+        default="vllm",
+        help="teacher engine when the bench starts the services (default %(default)s)",
+    )
+    p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/<dataset>.json)")
+    p.add_argument("--plots-dir", type=Path, help="where the PNG plots go (default: beside --out)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per request (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(argv: Sequence[str]) -> BenchConfig:
+    args = parser().parse_args(argv)
+    return BenchConfig(
+        dataset=args.dataset,
+        data=args.data,
+        limit=args.limit,
+        guidance_tokens=args.guidance_tokens,
+        max_tokens=args.max_tokens,
+        modes=args.modes,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        temperature=args.temperature,
+        edge=args.edge,
+        teacher_backend=args.teacher_backend,
+        out=args.out or RESULTS_DIR / f"{args.dataset}.json",
+        plots_dir=args.plots_dir,
+        timeout_seconds=args.timeout,
+        progress=not args.no_progress,
+    )
+
+
+def bench_main(argv: Sequence[str]) -> int:
+    """`gkt bench ARGS`: 0 when every mode got answers, 1 when the run failed or a mode got none."""
+    config = config_from_args(argv)
+    try:
+        document = asyncio.run(run_benchmark(config))
+    except (DatasetError, RuntimeError, TimeoutError, OSError) as error:
+        sys.stderr.write(f"gkt bench: {error}\n")
+        return 1
+    out = sys.stdout
+    out.write("\n" + markdown_table(document) + "\n")
+    failed = {key: row["failed"] for key, row in document["results"].items() if row["failed"]}
+    if failed:
+        out.write(f"RPC failures (counted as wrong): {failed}; see the answers file for the errors\n")
+    out.write(f"wrote {config.out}\n")
+    for path in [document["files"]["answers"], *document["files"]["plots"]]:
+        out.write(f"wrote {path}\n")
+    return 1 if any(row["failed"] == row["n"] for row in document["results"].values()) else 0

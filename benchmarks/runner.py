@@ -1,0 +1,169 @@
+"""Runs every question through the edge in one mode over gRPC, C requests in flight, and scores each answer."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import grpc
+from tqdm import tqdm
+
+from benchmarks.answers import judge
+from benchmarks.datasets import Dataset, Example
+from benchmarks.prompts import FewShotPrompts
+from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+
+ModeName = Literal["teacher", "student", "gkt"]
+MODE_NAMES: tuple[ModeName, ...] = ("teacher", "student", "gkt")
+_MODES_PB = {"teacher": edge_pb2.MODE_TEACHER_ONLY, "student": edge_pb2.MODE_STUDENT_ONLY, "gkt": edge_pb2.MODE_GKT}
+USAGE_FIELDS = (
+    "teacher_prompt_tokens",
+    "teacher_completion_tokens",
+    "student_prompt_tokens",
+    "student_completion_tokens",
+    "student_guidance_tokens",
+)
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """One row of the results: a mode, and K for GKT."""
+
+    mode: ModeName
+    guidance_tokens: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"gkt@{self.guidance_tokens}" if self.mode == "gkt" else self.mode
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    """What every request of a run shares."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    timeout_seconds: float = 1800.0
+
+
+@dataclass
+class AnswerRecord:
+    """One question answered in one mode: the text, how it scored, its usage and latency (or the RPC error)."""
+
+    index: int
+    example_id: str
+    gold: str
+    outcome: str  # "correct" | "wrong" | "unparsed" | "failed" (RPC error)
+    extracted: str | None = None
+    text: str = ""
+    guidance_text: str = ""
+    student_text: str = ""
+    finish_reason: str = ""
+    degraded: bool = False
+    degraded_reason: str = ""
+    error: str = ""
+    latency_seconds: float = 0.0
+    usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_FIELDS, 0))
+    # The edge's own durations of this request (seconds, `Timings` in the proto), for diagnosis.
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ModeRun:
+    """Every answer of one mode and the wall time of the whole pass (first request sent to last answer)."""
+
+    spec: ModeSpec
+    records: list[AnswerRecord]
+    wall_seconds: float
+
+
+def build_request(spec: ModeSpec, prompt: str, settings: RequestSettings) -> edge_pb2.GenerateRequest:
+    """A raw completion-style request; K is set in GKT mode only."""
+    request = edge_pb2.GenerateRequest(
+        prompt=prompt,
+        mode=_MODES_PB[spec.mode],
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        stop=list(settings.stop),
+    )
+    if spec.mode == "gkt":
+        request.guidance_tokens = spec.guidance_tokens or 0
+    if settings.seed is not None:
+        request.seed = settings.seed
+    return request
+
+
+async def answer_one(
+    stub: edge_pb2_grpc.EdgeServiceStub,
+    spec: ModeSpec,
+    index: int,
+    example: Example,
+    dataset: Dataset,
+    prompts: FewShotPrompts,
+    settings: RequestSettings,
+) -> AnswerRecord:
+    """One question; an RPC error is recorded as a failure (never retried, never hidden)."""
+    record = AnswerRecord(index=index, example_id=example.id, gold=example.gold, outcome="failed")
+    started = time.perf_counter()
+    try:
+        response = await stub.Generate(
+            build_request(spec, prompts.build(example), settings), timeout=settings.timeout_seconds
+        )
+    except grpc.aio.AioRpcError as error:
+        record.latency_seconds = time.perf_counter() - started
+        record.error = f"{error.code().name}: {error.details()}"
+        return record
+    record.latency_seconds = time.perf_counter() - started
+    judgement = judge(dataset, response.text, example)
+    record.outcome, record.extracted = judgement.outcome, judgement.extracted
+    record.text = response.text
+    record.guidance_text, record.student_text = response.guidance_text, response.student_text
+    record.finish_reason = common_pb2.FinishReason.Name(response.finish_reason).removeprefix("FINISH_REASON_").lower()
+    record.degraded, record.degraded_reason = response.degraded, response.degraded_reason
+    record.usage = {name: int(getattr(response.usage, name)) for name in USAGE_FIELDS}
+    record.timings = {f.name: float(getattr(response.timings, f.name)) for f in response.timings.DESCRIPTOR.fields}
+    return record
+
+
+async def run_mode(
+    stub: edge_pb2_grpc.EdgeServiceStub,
+    spec: ModeSpec,
+    examples: Sequence[Example],
+    *,
+    dataset: Dataset,
+    prompts: FewShotPrompts,
+    settings: RequestSettings,
+    concurrency: int,
+    progress: bool = True,
+) -> ModeRun:
+    """All `examples` in one mode with at most `concurrency` requests in flight, a progress bar on stderr."""
+    semaphore = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(examples), desc=f"{dataset} {spec.key}", unit="q", file=sys.stderr, disable=not progress)
+    counts: dict[str, int] = {"correct": 0, "unparsed": 0, "failed": 0}
+
+    async def one(index: int, example: Example) -> AnswerRecord:
+        async with semaphore:
+            record = await answer_one(stub, spec, index, example, dataset, prompts, settings)
+        if record.outcome in counts:
+            counts[record.outcome] += 1
+        bar.set_postfix(counts, refresh=False)
+        bar.update()
+        return record
+
+    started = time.perf_counter()
+    try:
+        records = await asyncio.gather(*(one(i, e) for i, e in enumerate(examples)))
+    finally:
+        bar.close()
+    return ModeRun(spec, list(records), time.perf_counter() - started)
+
+
+def record_to_json(record: AnswerRecord, spec: ModeSpec) -> dict[str, Any]:
+    """One line of the per-answer JSONL file."""
+    return {"mode": spec.key, **asdict(record)}

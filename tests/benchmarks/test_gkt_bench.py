@@ -1,0 +1,119 @@
+"""`gkt bench` on the real services: a few CSQA questions in every mode give a well-formed results JSON and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.gkt_bench import PAPER_GUIDANCE_TOKENS, BenchConfig, config_from_args, run_benchmark
+from benchmarks.report import RESULT_FIELDS
+from benchmarks.runner import USAGE_FIELDS
+from cloud_teacher.server import TeacherServer
+from edge_student.settings import EdgeSettings
+from tests.conftest import running_edge
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TOP_LEVEL_KEYS = {
+    "dataset",
+    "n",
+    "shots",
+    "models",
+    "services",
+    "concurrency",
+    "seed",
+    "temperature",
+    "max_tokens",
+    "guidance_tokens",
+    "prices_per_1k_tokens",
+    "date",
+    "machine",
+    "results",
+    "files",
+}
+
+
+def test_command_line_defaults_follow_the_paper() -> None:
+    config = config_from_args(["--dataset", "gsm8k"]).resolved()
+    assert config.guidance_tokens == (PAPER_GUIDANCE_TOKENS["gsm8k"],) == (40,)
+    assert config.max_tokens == 300 and config.modes == ("teacher", "student", "gkt")
+    assert config.edge is None and config.teacher_backend == "vllm"
+    assert config.out is not None and config.out.name == "gsm8k.json"
+    csqa = config_from_args(["--dataset", "csqa", "--guidance-tokens", "30,10", "--limit", "5"]).resolved()
+    assert (csqa.guidance_tokens, csqa.max_tokens, csqa.limit) == ((30, 10), 100, 5)
+    assert [spec.key for spec in csqa.mode_specs()] == ["teacher", "student", "gkt@10", "gkt@30"]
+
+
+@pytest.mark.parametrize("argv", [["--guidance-tokens", "0"], ["--modes", "teacher,oracle"], ["--limit", "0"]])
+def test_bad_options_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        config_from_args(argv)
+
+
+def read_outputs(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The results JSON and the per-answer records it points to."""
+    document = json.loads(out.read_text())
+    answers = [json.loads(line) for line in Path(document["files"]["answers"]).read_text().splitlines()]
+    return document, answers
+
+
+async def test_small_real_run_writes_results_json_and_plots(teacher_server: TeacherServer, tmp_path: Path) -> None:
+    # Generous guidance deadlines, as `gkt bench` gives the edges it starts: no answer may come back degraded
+    # because the teacher was busy with the other requests.
+    async with running_edge(
+        teacher_server.port, guidance_first_token_timeout_seconds=300, guidance_timeout_seconds=300, n_slots=3
+    ) as edge:
+        out = tmp_path / "csqa.json"
+        config = BenchConfig(
+            dataset="csqa",
+            limit=3,
+            guidance_tokens=(2,),
+            max_tokens=8,
+            concurrency=3,
+            edge=f"127.0.0.1:{edge.port}",
+            out=out,
+            progress=False,
+            warm_up=False,
+        )
+        returned = await run_benchmark(config)
+
+    document, answers = read_outputs(out)
+    assert document == json.loads(json.dumps(returned))
+    assert set(document) >= TOP_LEVEL_KEYS
+    assert (document["dataset"], document["n"], document["shots"], document["max_tokens"]) == ("csqa", 3, 7, 8)
+    assert document["prices_per_1k_tokens"]["teacher_prompt_per_1k"] == EdgeSettings().teacher_price_prompt_per_1k
+    assert document["machine"]["cores"] >= 1
+
+    results = document["results"]
+    assert list(results) == ["teacher", "student", "gkt@2"]
+    for key, row in results.items():
+        assert set(RESULT_FIELDS) <= set(row), key
+        assert row["n"] == 3
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert row["correct"] + row["unparsed"] + row["failed"] <= row["n"]
+        assert row["failed"] == 0 and row["degraded"] == 0, key
+        assert row["wall_seconds"] > 0 and row["requests_per_second"] > 0
+        assert row["cost"] > 0 and row["speedup_vs_teacher"] > 0 and row["cost_ratio_vs_teacher"] > 0
+        assert set(row["tokens"]) == set(USAGE_FIELDS)
+    teacher, student, gkt = results["teacher"], results["student"], results["gkt@2"]
+    assert teacher["speedup_vs_teacher"] == 1.0 and teacher["cost_ratio_vs_teacher"] == 1.0
+    assert teacher["tokens"]["teacher_prompt_tokens"] > 0 and teacher["tokens"]["student_prompt_tokens"] == 0
+    assert 0 < teacher["tokens"]["teacher_completion_tokens"] <= 3 * 8
+    assert student["tokens"]["student_prompt_tokens"] > 0 and student["tokens"]["teacher_prompt_tokens"] == 0
+    assert 0 < gkt["tokens"]["teacher_completion_tokens"] <= 3 * 2
+    assert gkt["tokens"]["student_guidance_tokens"] > 0
+    assert gkt["guidance_tokens"] == 2 and teacher["guidance_tokens"] is None
+
+    assert len(answers) == 9 and {a["mode"] for a in answers} == set(results)
+    for answer in answers:
+        assert answer["outcome"] in ("correct", "wrong", "unparsed")
+        assert answer["text"] == answer["guidance_text"] + answer["student_text"]
+        assert (answer["extracted"] is None) == (answer["outcome"] == "unparsed")
+
+    plots = [Path(p) for p in document["files"]["plots"]]
+    assert sorted(p.name for p in plots) == ["csqa_accuracy_speedup_vs_k.png", "csqa_cost_vs_accuracy.png"]
+    for plot in plots:
+        assert plot.parent == tmp_path
+        assert plot.stat().st_size > 1000 and plot.read_bytes().startswith(PNG_MAGIC)

@@ -1,0 +1,89 @@
+"""Results arithmetic on made-up runs: unparsed and failed answers count as wrong, ratios, costs, the table."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.report import RESULT_FIELDS, build_results, markdown_table
+from benchmarks.runner import AnswerRecord, ModeRun, ModeSpec
+from edge_student.settings import EdgeSettings
+
+PRICES = EdgeSettings().prices()
+
+
+def record(outcome: str, **usage: int) -> AnswerRecord:
+    answer = AnswerRecord(index=0, example_id="x", gold="A", outcome=outcome, latency_seconds=1.0)
+    answer.usage.update(usage)
+    return answer
+
+
+def runs() -> list[ModeRun]:
+    teacher = record("correct", teacher_prompt_tokens=500, teacher_completion_tokens=100)
+    student = record("correct", student_prompt_tokens=520, student_completion_tokens=110)
+    gkt = record("correct", teacher_prompt_tokens=500, teacher_completion_tokens=30, student_prompt_tokens=550)
+    gkt.usage["student_completion_tokens"] = 80
+    return [
+        ModeRun(ModeSpec("teacher"), [teacher, teacher, record("wrong", teacher_prompt_tokens=500)], 30.0),
+        ModeRun(ModeSpec("student"), [student, record("unparsed"), record("failed")], 10.0),
+        ModeRun(ModeSpec("gkt", 30), [gkt, gkt, record("unparsed")], 15.0),
+    ]
+
+
+def test_unparsed_and_failed_answers_count_as_wrong_and_are_counted_apart() -> None:
+    results = build_results(runs(), PRICES)
+    assert list(results) == ["teacher", "student", "gkt@30"]
+    student = results["student"]
+    assert (student["n"], student["correct"], student["unparsed"], student["failed"]) == (3, 1, 1, 1)
+    assert student["accuracy"] == pytest.approx(1 / 3)
+    assert results["gkt@30"]["accuracy"] == pytest.approx(2 / 3)
+    for row in results.values():
+        assert set(RESULT_FIELDS) <= set(row)
+
+
+def test_ratios_against_the_teacher_and_student_of_the_same_run() -> None:
+    results = build_results(runs(), PRICES)
+    teacher, student, gkt = results["teacher"], results["student"], results["gkt@30"]
+    assert teacher["speedup_vs_teacher"] == 1.0 and teacher["cost_ratio_vs_teacher"] == 1.0
+    assert teacher["accuracy_ratio_vs_teacher"] == 1.0
+    assert gkt["speedup_vs_teacher"] == pytest.approx(30.0 / 15.0)
+    assert student["speedup_vs_teacher"] == pytest.approx(3.0)
+    assert gkt["accuracy_ratio_vs_teacher"] == pytest.approx(1.0)
+    assert gkt["accuracy_delta_vs_student"] == pytest.approx(1 / 3)
+    assert gkt["requests_per_second"] == pytest.approx(3 / 15)
+    assert gkt["tokens"]["teacher_completion_tokens"] == 60 and gkt["tokens"]["student_completion_tokens"] == 160
+
+
+def test_cost_uses_the_edge_price_settings() -> None:
+    results = build_results(runs(), PRICES)
+    teacher_cost = 2 * PRICES.teacher_cost(500, 100) + PRICES.teacher_cost(500, 0)
+    gkt_teacher, gkt_student = 2 * PRICES.teacher_cost(500, 30), 2 * PRICES.student_cost(550, 80)
+    assert results["teacher"]["cost"] == pytest.approx(teacher_cost)
+    assert results["gkt@30"]["cost_by_tier"] == pytest.approx({"teacher": gkt_teacher, "student": gkt_student})
+    assert results["gkt@30"]["cost_ratio_vs_teacher"] == pytest.approx((gkt_teacher + gkt_student) / teacher_cost)
+
+
+def test_missing_baselines_give_no_ratio() -> None:
+    results = build_results([runs()[2]], PRICES)
+    gkt = results["gkt@30"]
+    assert gkt["speedup_vs_teacher"] is None and gkt["cost_ratio_vs_teacher"] is None
+    assert gkt["accuracy_delta_vs_student"] is None
+    zero = build_results([ModeRun(ModeSpec("teacher"), [record("unparsed")], 1.0)], PRICES)
+    assert zero["teacher"]["accuracy_ratio_vs_teacher"] is None  # 0 / 0
+
+
+def test_markdown_table_has_one_row_per_setting() -> None:
+    document = {
+        "dataset": "csqa",
+        "n": 3,
+        "shots": 7,
+        "concurrency": 2,
+        "max_tokens": 100,
+        "models": {"teacher": "T", "student": "S"},
+        "results": build_results(runs(), PRICES),
+    }
+    table = markdown_table(document)
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| Setting | Accuracy |")
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| Teacher only", "| Student only", "| GKT (K=30)"]
+    assert "| 66.67 % | +33.33 pp | 1.00 | 2.00x |" in rows[3]
+    assert "| 1/3 | 1 | 0 |" in rows[2]
