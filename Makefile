@@ -19,7 +19,9 @@ run: install  ## start teacher (vLLM) + edge, ask a demo question, serve until C
 	$(PY) -m shared.cli models prepare
 	$(VENV)/bin/gkt up
 
-test: install system-deps  ## the whole suite on the real models (a vLLM engine starts once)
+test: install system-deps  ## lint, then the whole suite on the real models (a vLLM engine starts once)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m shared.cli models prepare
 	$(PY) -m pytest
 
@@ -43,8 +45,8 @@ bench-teacher: install  ## teacher guidance throughput, vLLM vs llama.cpp -> ben
 
 bench: install  ## the paper's experiments (GSM8K, CSQA) through the running services
 	$(PY) -m shared.cli models prepare
-	$(VENV)/bin/gkt bench --dataset csqa --limit 200 --guidance-tokens 10,30 --out benchmarks/results/csqa.json
-	$(VENV)/bin/gkt bench --dataset gsm8k --limit 100 --guidance-tokens 10,20,40 --out benchmarks/results/gsm8k.json
+	$(PY) -m shared.cli bench --dataset csqa --limit 200 --guidance-tokens 10,30 --out benchmarks/results/csqa.json
+	$(PY) -m shared.cli bench --dataset gsm8k --limit 100 --guidance-tokens 10,20,40 --out benchmarks/results/gsm8k.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -124,6 +124,7 @@ async def edge_service(config: BenchConfig) -> AsyncIterator[str]:
                 *("--teacher-address", f"127.0.0.1:{teacher.port}", "--host", "127.0.0.1", "--port", "0"),
                 *("--n-slots", slots, "--max-queue", str(max(64, config.concurrency)), "--log-level", "WARNING"),
                 *("--guidance-first-token-timeout-seconds", timeout, "--guidance-timeout-seconds", timeout),
+                *("--teacher-only-timeout-seconds", timeout),
             ],
             log_path=run_dir / "bench-edge.log",
         )

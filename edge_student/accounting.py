@@ -29,6 +29,8 @@ def account_answer(metrics: GktMetrics, answer: Answer, prices: Prices) -> None:
     metrics.prompt_tokens.labels(tier, mode).inc(usage.student_prompt_tokens)
     metrics.generation_tokens.labels(tier, mode).inc(usage.student_completion_tokens)
     metrics.guidance_tokens.labels(tier, mode).inc(usage.teacher_completion_tokens)
+    metrics.prefix_cache_queries.labels(tier).inc(usage.student_prompt_tokens)
+    metrics.prefix_cache_hits.labels(tier).inc(usage.student_cached_prompt_tokens)
     metrics.cost.labels(tier, "teacher", mode).inc(
         prices.teacher_cost(usage.teacher_prompt_tokens, usage.teacher_completion_tokens)
     )

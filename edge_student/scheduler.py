@@ -108,8 +108,7 @@ class EdgeScheduler:
                     yield AnswerDelta(text, "guidance")
                 if guidance.done is not None and guidance.done.finish_reason == "stop":
                     # The teacher finished the answer within K tokens: nothing is left for the student.
-                    sequence.cancel()
-                    student_result = await sequence.wait()
+                    sequence.cancel()  # not awaited: the engine frees it after its current step
                     sequence = None
                 else:
                     sequence.close_prompt()
@@ -136,6 +135,7 @@ class EdgeScheduler:
             usage.student_prompt_tokens = student_result.prompt_tokens
             usage.student_completion_tokens = student_result.completion_tokens
             usage.student_guidance_tokens = max(0, student_result.prompt_tokens - student_result.initial_prompt_tokens)
+            usage.student_cached_prompt_tokens = student_result.cached_prompt_tokens
             timings.student_queue_seconds = student_result.queue_seconds
             timings.student_prefill_seconds = student_result.prefill_seconds
             timings.student_decode_seconds = student_result.decode_seconds

@@ -56,7 +56,11 @@ class EdgeServer:
         self.engine: BatchedLlamaEngine | None = None
         self.teacher = TeacherClient(
             settings.teacher_address,
-            GuidanceDeadlines(settings.guidance_first_token_timeout_seconds, settings.guidance_timeout_seconds),
+            GuidanceDeadlines(
+                settings.guidance_first_token_timeout_seconds,
+                settings.guidance_timeout_seconds,
+                settings.teacher_only_timeout_seconds,
+            ),
             credentials=teacher_credentials(settings),
             server_name=settings.teacher_tls_server_name,
             token=teacher_token(settings),

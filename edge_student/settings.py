@@ -47,6 +47,9 @@ class EdgeSettings(TierSettings):
         10.0, gt=0, description="Most time to wait for the teacher's first guidance text."
     )
     guidance_timeout_seconds: float = Field(30.0, gt=0, description="Most time to wait for the whole guidance.")
+    teacher_only_timeout_seconds: float = Field(
+        300.0, gt=0, description="Most time to wait for the teacher's whole answer in teacher-only mode."
+    )
 
     # Connection to the teacher: TLS / mutual TLS / token, and a circuit breaker.
     teacher_tls: bool = Field(

@@ -33,6 +33,7 @@ class GuidanceDeadlines:
 
     first_token_seconds: float
     total_seconds: float
+    teacher_only_seconds: float  # the whole answer in teacher-only mode is much longer than K tokens
 
 
 # Retries of UNAVAILABLE happen in the gRPC library, by the service config; round_robin spreads calls over every
@@ -105,7 +106,8 @@ class TeacherClient:
         yielded stay valid when it fails: the caller may use the guidance it has.
         """
         metadata = ((REQUEST_ID_KEY, request_id_var.get()), (MODE_KEY, mode), *self._auth)
-        timeout = self.deadlines.total_seconds if time_left is None else min(self.deadlines.total_seconds, time_left)
+        total = self.deadlines.teacher_only_seconds if mode == "teacher_only" else self.deadlines.total_seconds
+        timeout = total if time_left is None else min(total, time_left)
         call = self._stub.StreamGuidance(
             guidance_request_to_pb(params),
             timeout=max(timeout, 0.001),

@@ -124,6 +124,7 @@ def answer_to_pb(answer: Answer) -> edge_pb2.GenerateResponse:
             student_prompt_tokens=u.student_prompt_tokens,
             student_completion_tokens=u.student_completion_tokens,
             student_guidance_tokens=u.student_guidance_tokens,
+            student_cached_prompt_tokens=u.student_cached_prompt_tokens,
         ),
         timings=edge_pb2.Timings(
             teacher_time_to_first_token_seconds=t.teacher_time_to_first_token_seconds,

@@ -95,6 +95,7 @@ class Usage:
     student_prompt_tokens: int = 0
     student_completion_tokens: int = 0
     student_guidance_tokens: int = 0
+    student_cached_prompt_tokens: int = 0
 
 
 @dataclass

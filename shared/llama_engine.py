@@ -61,6 +61,8 @@ class EngineConfig:
     n_threads: int = 1
     prefill_chunk: int = 128  # most prompt tokens decoded in one step, so one long prompt cannot stall the rest
     max_queue: int = 64
+    # Reuse the KV cells of a prompt prefix another sequence already computed (e.g. a shared few-shot prefix).
+    prefix_cache: bool = True
 
 
 @dataclass
@@ -79,6 +81,7 @@ class SequenceResult:
     # Time from submission until the initial prompt (before any appended text) had been prefilled.
     initial_prompt_prefilled_seconds: float
     initial_prompt_tokens: int  # prompt tokens before any appended text
+    cached_prompt_tokens: int  # prompt tokens whose KV cells were reused from the prefix cache (not recomputed)
     submitted_at: float  # time.monotonic() at submission, to relate the durations above to the caller's clock
     error: str = ""
 
@@ -111,6 +114,7 @@ class Sequence:
     slot: int = -1
     tokens: list[int] = field(default_factory=list)  # the current tokenisation of the whole prompt text
     initial_prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     n_past: int = 0  # prompt tokens already in the KV cache
     pending_text: list[str] = field(default_factory=list)
     cancel_requested: bool = False
@@ -180,7 +184,8 @@ class EngineStats:
     waiting: int
     last_batch_sequences: int
     last_batch_tokens: int
-    kv_cells_used: int
+    kv_cells_used: int  # cells held by the slots (the prefix cache's own cells are not counted)
+    prefix_cache_tokens: int
 
 
 class BatchedLlamaEngine:
@@ -198,10 +203,13 @@ class BatchedLlamaEngine:
         self.n_ctx_per_slot = min(config.n_ctx_per_slot, self.model.n_ctx_train)
         params = llama_cpp.llama_context_default_params()
         # One extra prefill chunk of headroom so the unified cache never runs out even when fragmented.
-        params.n_ctx = config.n_slots * self.n_ctx_per_slot + config.prefill_chunk
+        # The prefix cache is one more sequence id (the last) holding one prompt prefix.
+        self._cache_seq = config.n_slots
+        n_sequences = config.n_slots + (1 if config.prefix_cache else 0)
+        params.n_ctx = n_sequences * self.n_ctx_per_slot + config.prefill_chunk
         params.n_batch = config.prefill_chunk + config.n_slots
         params.n_ubatch = config.prefill_chunk + config.n_slots
-        params.n_seq_max = config.n_slots
+        params.n_seq_max = n_sequences
         params.kv_unified = True
         params.n_threads = config.n_threads
         params.n_threads_batch = config.n_threads
@@ -218,6 +226,7 @@ class BatchedLlamaEngine:
         self._slots: list[Sequence | None] = [None] * config.n_slots
         self._closed = False
         self._held = False
+        self._cache_tokens: list[int] = []  # the prompt prefix whose KV cells the cache sequence holds
         self._last_batch = (0, 0)
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
         self._thread.start()
@@ -282,6 +291,7 @@ class BatchedLlamaEngine:
                 last_batch_sequences=self._last_batch[0],
                 last_batch_tokens=self._last_batch[1],
                 kv_cells_used=kv_used,
+                prefix_cache_tokens=len(self._cache_tokens),
             )
 
     def close(self) -> None:
@@ -374,8 +384,39 @@ class BatchedLlamaEngine:
             sequence.admitted_at = time.monotonic()
             sequence.tokens = self.model.tokenize(sequence.prompt_text)
             sequence.initial_prompt_tokens = len(sequence.tokens)
+            self._reuse_prefix(sequence)
             sequence.sampler = self._make_sampler(sequence.params)
             sequence.text_stream = TextStream(sequence.params.stop)
+
+    def _reuse_prefix(self, sequence: Sequence) -> None:
+        """Shares with `sequence` the KV cells of the longest prompt prefix already computed (by the prefix cache or
+        a running sequence), in whole prefill blocks, so the rest is prefilled in the same blocks as from scratch."""
+        if not self.config.prefix_cache:
+            return
+        chunk = self.config.prefill_chunk
+        donors = [(self._cache_seq, self._cache_tokens)]
+        donors += [(s.slot, s.tokens[: min(s.n_past, len(s.tokens))]) for s in self._slots if s and s is not sequence]
+        best_seq, best = -1, 0
+        for seq_id, tokens in donors:
+            common = 0
+            limit = min(len(tokens), len(sequence.tokens) - 1)  # leave a token to prefill: it gives the logits
+            while common < limit and tokens[common] == sequence.tokens[common]:
+                common += 1
+            if common // chunk * chunk > best:
+                best_seq, best = seq_id, common // chunk * chunk
+        if best:
+            llama_cpp.llama_memory_seq_cp(self._memory, best_seq, sequence.slot, 0, best)
+            sequence.n_past = sequence.cached_prompt_tokens = best
+
+    def _remember_prefix(self, sequence: Sequence) -> None:
+        """Keeps the finished sequence's prompt prefix (whole blocks) in the prefix cache, replacing the old one."""
+        chunk = self.config.prefill_chunk
+        length = min(sequence.n_past, len(sequence.tokens)) // chunk * chunk
+        if not self.config.prefix_cache or length == 0 or self._cache_tokens == sequence.tokens[:length]:
+            return
+        llama_cpp.llama_memory_seq_rm(self._memory, self._cache_seq, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self._memory, sequence.slot, self._cache_seq, 0, length)
+        self._cache_tokens = sequence.tokens[:length]
 
     def _apply_appended_text(self) -> None:
         for sequence in filter(None, self._slots):
@@ -532,6 +573,8 @@ class BatchedLlamaEngine:
         if sequence.state is _State.DONE:
             return
         if sequence.slot >= 0:
+            if reason != "error":
+                self._remember_prefix(sequence)
             llama_cpp.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)
             with self._lock:
                 self._slots[sequence.slot] = None
@@ -560,6 +603,7 @@ class BatchedLlamaEngine:
             total_seconds=since(now),
             initial_prompt_prefilled_seconds=since(sequence.initial_prefilled_at),
             initial_prompt_tokens=sequence.initial_prompt_tokens,
+            cached_prompt_tokens=sequence.cached_prompt_tokens,
             submitted_at=sequence.submitted_at,
             error=error,
         )

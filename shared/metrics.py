@@ -171,6 +171,12 @@ class GktMetrics:
             (*t, "mode"),
             registry=r,
         )
+        self.prefix_cache_queries = Counter(
+            "gkt_prefix_cache_queries", "Prompt tokens looked up in the llama.cpp prefix cache.", t, registry=r
+        )
+        self.prefix_cache_hits = Counter(
+            "gkt_prefix_cache_hits", "Prompt tokens found in the prefix cache (not recomputed).", t, registry=r
+        )
         self.guidance_tokens = Counter(
             "gkt_guidance_tokens",
             "Edge: teacher tokens of guidance consumed (the teacher's tokenizer).",

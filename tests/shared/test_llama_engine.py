@@ -140,3 +140,23 @@ async def test_stop_sequences_and_max_tokens(engine: BatchedLlamaEngine) -> None
     assert stopped.finish_reason == "stop" and word not in stopped.text
     assert free.text.startswith(stopped.text)
     assert_clean(engine)
+
+
+async def test_prefix_cache_reuses_whole_blocks_and_keeps_answers(engine: BatchedLlamaEngine) -> None:
+    params = SamplingParams(max_tokens=12)
+    first = await engine.submit(LONG_PROMPT, params).wait()
+    again = await engine.submit(LONG_PROMPT, params).wait()
+    n_prompt = engine.count_tokens(LONG_PROMPT)
+    assert again.cached_prompt_tokens == (n_prompt - 1) // CHUNK * CHUNK > 0
+    assert again.text == first.text, "reusing the cached prefix changed the answer"
+    # Another prompt with the same opening reuses the shared whole blocks only.
+    other = LONG_PROMPT.replace("short story", "long poem")
+    shared = next(
+        i
+        for i, (a, b) in enumerate(zip(engine.model.tokenize(LONG_PROMPT), engine.model.tokenize(other), strict=False))
+        if a != b
+    )
+    result = await engine.submit(other, params).wait()
+    assert result.cached_prompt_tokens == shared // CHUNK * CHUNK
+    assert engine.stats().prefix_cache_tokens > 0
+    assert_clean(engine)
