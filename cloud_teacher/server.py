@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import sys
 from collections.abc import Sequence
 
 from prometheus_client import REGISTRY
@@ -14,7 +11,7 @@ from cloud_teacher.backends import create_backend
 from cloud_teacher.servicer import TeacherServicer
 from cloud_teacher.settings import TeacherSettings
 from shared.gkt.v1 import teacher_pb2_grpc
-from shared.grpc_server import GrpcServer, ServiceBinding, wait_for_shutdown_signal
+from shared.grpc_server import GrpcServer, ServiceBinding, run_tier
 from shared.logging_setup import configure_logging
 from shared.malformed_requests import MalformedRequestInterceptor
 from shared.metrics import GktMetrics
@@ -73,21 +70,10 @@ class TeacherServer:
         await self.backend.close()
 
 
-async def serve(settings: TeacherSettings) -> None:
-    server = TeacherServer(settings)
-    await server.start()
-    try:
-        await wait_for_shutdown_signal()
-    finally:
-        await server.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     settings = TeacherSettings.from_cli(argv, prog="gkt-teacher")
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
-    sys.exit(0)
+    run_tier(lambda: TeacherServer(settings))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sys
 from collections.abc import Sequence
 
 import grpc
@@ -16,7 +14,7 @@ from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
 from edge_student.teacher_client import GuidanceDeadlines, TeacherClient
 from shared.gkt.v1 import edge_pb2_grpc
-from shared.grpc_server import GrpcServer, ServiceBinding, wait_for_shutdown_signal
+from shared.grpc_server import GrpcServer, ServiceBinding, run_tier
 from shared.llama_engine import BatchedLlamaEngine, EngineConfig, SamplingParams
 from shared.logging_setup import configure_logging
 from shared.malformed_requests import MalformedRequestInterceptor
@@ -121,21 +119,10 @@ class EdgeServer:
             self.engine = None
 
 
-async def serve(settings: EdgeSettings) -> None:
-    server = EdgeServer(settings)
-    await server.start()
-    try:
-        await wait_for_shutdown_signal()
-    finally:
-        await server.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     settings = EdgeSettings.from_cli(argv, prog="gkt-edge")
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
-    sys.exit(0)
+    run_tier(lambda: EdgeServer(settings))
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -126,6 +127,29 @@ class GrpcServer:
     async def _set_health(self, status: int) -> None:
         for name in ["", *(b.full_name for b in self.services)]:
             await self.health.set(name, status)
+
+
+class Tier(Protocol):
+    """A tier's server object (`TeacherServer`, `EdgeServer`)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float | None = None) -> None: ...
+
+
+def run_tier(make_server: Callable[[], Tier]) -> None:
+    """Runs a tier's server until SIGTERM/SIGINT, then shuts it down gracefully; the CLI entry points call this."""
+
+    async def serve() -> None:
+        server = make_server()
+        await server.start()
+        try:
+            await wait_for_shutdown_signal()
+        finally:
+            await server.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
 
 
 async def wait_for_shutdown_signal() -> None:
