@@ -27,7 +27,8 @@ async def measure(request: Request, concurrency: int, n_requests: int) -> dict[s
         nonlocal tokens
         async with semaphore:
             started = time.perf_counter()
-            tokens += await request(index)
+            generated = await request(index)  # not `tokens += await ...`: that reads `tokens` before awaiting
+            tokens += generated
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()

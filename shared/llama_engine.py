@@ -63,6 +63,9 @@ class EngineConfig:
     max_queue: int = 64
     # Reuse the KV cells of a prompt prefix another sequence already computed (e.g. a shared few-shot prefix).
     prefix_cache: bool = True
+    # Flash attention skips the masked-out cells of other sequences in the shared KV cache (measured here:
+    # +10-30 % tokens/s for SmolLM2 on 2 cores).
+    flash_attention: bool = True
 
 
 @dataclass
@@ -161,7 +164,12 @@ class Sequence:
         return self.result
 
     def _emit(self, event: _Event) -> None:
-        self.loop.call_soon_threadsafe(self._events.put_nowait, event)
+        self.engine._outbox.append((self, event))
+
+
+def _put_all(events: list[tuple[Sequence, _Event]]) -> None:
+    for sequence, event in events:
+        sequence._events.put_nowait(event)
 
 
 @dataclass(frozen=True)
@@ -213,7 +221,11 @@ class BatchedLlamaEngine:
         params.kv_unified = True
         params.n_threads = config.n_threads
         params.n_threads_batch = config.n_threads
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if config.flash_attention
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         params.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self.model.ptr, params)
         if not self._ctx:
@@ -226,7 +238,10 @@ class BatchedLlamaEngine:
         self._slots: list[Sequence | None] = [None] * config.n_slots
         self._closed = False
         self._held = False
-        self._cache_tokens: list[int] = []  # the prompt prefix whose KV cells the cache sequence holds
+        self._cache_tokens: list[int] = []
+        self._outbox: list[
+            tuple[Sequence, _Event]
+        ] = []  # events of the current step (engine thread only)  # the prompt prefix whose KV cells the cache sequence holds
         self._last_batch = (0, 0)
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
         self._thread.start()
@@ -335,19 +350,35 @@ class BatchedLlamaEngine:
                     self._lock.wait()
                 if self._closed:
                     self._finish_all_cancelled()
+                    self._deliver()
                     return
                 self._handle_cancellations()
                 self._admit_waiting()
                 self._apply_appended_text()
             entries = self._build_batch()
-            if not entries:
-                continue
-            try:
-                self._decode(entries)
-            except Exception as error:  # a failed decode ends the sequences in it, never the engine
-                logger.exception("llama_decode failed")
-                for entry in entries:
-                    self._finish(entry.sequence, "error", error=str(error))
+            if entries:
+                try:
+                    self._decode(entries)
+                except Exception as error:  # a failed decode ends the sequences in it, never the engine
+                    logger.exception("llama_decode failed")
+                    for entry in entries:
+                        self._finish(entry.sequence, "error", error=str(error))
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """Hands this step's events to their event loops: one wake-up per loop per step, not one per token.
+
+        Waking the serving loop for every token of every sequence costs CPU the decode threads need.
+        """
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sequence, _Event]]] = {}
+        for sequence, event in self._outbox:
+            by_loop.setdefault(sequence.loop, []).append((sequence, event))
+        self._outbox.clear()
+        for loop, events in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening any more
+                loop.call_soon_threadsafe(_put_all, events)
 
     def _has_work(self) -> bool:
         if any(s.cancel_requested for s in itertools.chain(self._waiting, filter(None, self._slots))):

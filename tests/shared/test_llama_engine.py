@@ -57,7 +57,7 @@ async def test_single_sequence_matches_plain_llama_cpp(engine: BatchedLlamaEngin
         n_batch=CHUNK,
         n_ubatch=CHUNK,
         n_threads=1,
-        flash_attn=False,
+        flash_attn=True,
         verbose=False,
     )
     try:
