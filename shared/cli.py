@@ -36,3 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(bench_main(args))
     sys.stdout.write(USAGE)
     sys.exit(0 if command in ("", "-h", "--help", "help") else 2)
+
+
+if __name__ == "__main__":
+    main()
