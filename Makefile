@@ -25,8 +25,9 @@ test: install system-deps  ## lint, then the whole suite on the real models (a v
 	$(PY) -m shared.cli models prepare
 	$(PY) -m pytest
 
-test-fast: install  ## unit tests only
-	$(PY) -m pytest tests/unit
+test-fast: install  ## the pure-logic tests only (seconds, no models)
+	$(PY) -m pytest tests/shared/test_text_stream.py tests/shared/test_prompt_formats.py tests/shared/test_codegen.py \
+		tests/benchmarks/test_answers.py tests/benchmarks/test_prompts.py tests/benchmarks/test_report.py
 
 lint: install
 	$(VENV)/bin/ruff check .
