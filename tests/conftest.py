@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 import pytest_asyncio
+from prometheus_client import CollectorRegistry
 
 from cloud_teacher.server import TeacherServer
 from cloud_teacher.settings import TeacherSettings
@@ -117,6 +118,17 @@ async def running_teacher(**overrides: object) -> AsyncIterator[TeacherServer]:
         yield server
     finally:
         await server.stop(grace=0)
+
+
+def counter_total(registry: CollectorRegistry, *families: str) -> float:
+    """The sum of the named counters over all their label sets, read straight from a registry."""
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        if metric.name in families
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
 
 
 def closed_port() -> int:

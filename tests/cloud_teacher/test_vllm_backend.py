@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from cloud_teacher.server import TeacherServer
 from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
-from tests.conftest import running_edge, wait_until
+from tests.conftest import counter_total, running_edge, wait_until
 
 PROMPT = "Q: Name the planets of the solar system and describe each one.\nA:"
 
@@ -77,13 +77,7 @@ async def test_concurrent_requests_are_batched(vllm_teacher: TeacherServer) -> N
 
 
 def vllm_generation_tokens() -> float:
-    return sum(
-        sample.value
-        for metric in REGISTRY.collect()
-        if metric.name == "vllm:generation_tokens"
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-    )
+    return counter_total(REGISTRY, "vllm:generation_tokens")
 
 
 async def test_cancel_mid_stream_aborts_the_engine_request(vllm_teacher: TeacherServer) -> None:

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from cloud_teacher.server import TeacherServer
 from edge_student.server import EdgeServer
 from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
+from tests.conftest import counter_total
 
 QUESTION = "Explain in detail how plants turn sunlight into food."
 
@@ -18,11 +19,7 @@ def chat(question: str = QUESTION, **fields: object) -> edge_pb2.GenerateRequest
 
 def teacher_calls(registry: CollectorRegistry) -> float:
     """Guidance requests the teacher has finished (successes and errors)."""
-    total = 0.0
-    for metric in registry.collect():
-        if metric.name in ("gkt_request_success", "gkt_request_errors"):
-            total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
-    return total
+    return counter_total(registry, "gkt_request_success", "gkt_request_errors")
 
 
 async def test_gkt_answer_is_guidance_then_student(edge_stub: edge_pb2_grpc.EdgeServiceStub) -> None:

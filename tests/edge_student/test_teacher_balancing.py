@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from tests.conftest import closed_port, running_edge, running_teacher
+from tests.conftest import closed_port, counter_total, running_edge, running_teacher
 
 NAME = "teachers.gkt.test."
 REPLICAS = ["127.0.0.2", "127.0.0.3"]
@@ -52,13 +52,7 @@ def dns_server() -> Iterator[int]:
 
 
 def guidance_calls(registry: CollectorRegistry) -> float:
-    return sum(
-        s.value
-        for m in registry.collect()
-        if m.name == "gkt_request_success"
-        for s in m.samples
-        if s.name.endswith("_total")
-    )
+    return counter_total(registry, "gkt_request_success")
 
 
 async def test_round_robin_over_replicas_and_failover(dns_server: int) -> None:
