@@ -142,6 +142,8 @@ def up_main(argv: Sequence[str]) -> int:
         )
         sys.stdout.flush()
         if not args.no_wait:
+            # Block the signals first so that sigwait, not the default handlers, receives them.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
     except KeyboardInterrupt:
         pass
