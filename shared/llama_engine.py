@@ -238,10 +238,8 @@ class BatchedLlamaEngine:
         self._slots: list[Sequence | None] = [None] * config.n_slots
         self._closed = False
         self._held = False
-        self._cache_tokens: list[int] = []
-        self._outbox: list[
-            tuple[Sequence, _Event]
-        ] = []  # events of the current step (engine thread only)  # the prompt prefix whose KV cells the cache sequence holds
+        self._cache_tokens: list[int] = []  # the prompt prefix whose KV cells the cache sequence holds
+        self._outbox: list[tuple[Sequence, _Event]] = []  # events of the current step (engine thread only)
         self._last_batch = (0, 0)
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
         self._thread.start()
