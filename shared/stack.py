@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.models import cache_dir
 
-DEMO_QUESTION = "Why is the sky blue?"
+DEMO_QUESTION = "Describe the water cycle step by step."
 
 
 @dataclass
