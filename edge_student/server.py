@@ -105,7 +105,7 @@ class EdgeServer:
         self.servicer.scheduler = EdgeScheduler(self.engine, self.teacher, student_format, self.breaker)
         engine = self.engine
         self.metrics.track_occupancy(
-            lambda: engine.stats().running, lambda: engine.stats().waiting, lambda: engine.config.n_slots
+            lambda: engine.occupancy()[0], lambda: engine.occupancy()[1], lambda: engine.config.n_slots
         )
         await engine.submit("Hello", SamplingParams(max_tokens=1)).wait()  # warm-up before SERVING
         logger.info("student loaded from %s (%d slots); teacher at %s", config.model_path, s.n_slots, s.teacher_address)

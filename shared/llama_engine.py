@@ -111,7 +111,6 @@ class Sequence:
     prompt_text: str
     prompt_open: bool
     loop: asyncio.AbstractEventLoop
-    id: int = field(default_factory=itertools.count().__next__)
     # Fields below are owned by the engine thread (guarded by the engine's lock where shared).
     state: _State = _State.WAITING
     slot: int = -1
@@ -190,8 +189,6 @@ class EngineStats:
     free_slots: int
     running: int
     waiting: int
-    last_batch_sequences: int
-    last_batch_tokens: int
     kv_cells_used: int  # cells held by the slots (the prefix cache's own cells are not counted)
     prefix_cache_tokens: int
 
@@ -240,7 +237,7 @@ class BatchedLlamaEngine:
         self._held = False
         self._cache_tokens: list[int] = []  # the prompt prefix whose KV cells the cache sequence holds
         self._outbox: list[tuple[Sequence, _Event]] = []  # events of the current step (engine thread only)
-        self._last_batch = (0, 0)
+        self._kv_cells_used = 0  # counted by the engine thread: only it may touch llama.cpp's cache
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
         self._thread.start()
 
@@ -289,21 +286,21 @@ class BatchedLlamaEngine:
         """Tokens of `text` in this model's tokenizer (with its BOS token if it adds one)."""
         return len(self.model.tokenize(text))
 
-    def stats(self) -> EngineStats:
-        """Occupancy now; KV cells are counted from each slot's highest cached position."""
+    def occupancy(self) -> tuple[int, int]:
+        """(running, waiting) sequences now; cheap enough for every metrics scrape."""
         with self._lock:
-            running = sum(seq is not None for seq in self._slots)
-            kv_used = sum(
-                llama_cpp.llama_memory_seq_pos_max(self._memory, slot) + 1 for slot in range(self.config.n_slots)
-            )
+            return sum(seq is not None for seq in self._slots), len(self._waiting)
+
+    def stats(self) -> EngineStats:
+        """Occupancy now, with the KV cells the slots held after the engine's last step."""
+        running, waiting = self.occupancy()
+        with self._lock:
             return EngineStats(
                 n_slots=self.config.n_slots,
                 free_slots=self.config.n_slots - running,
                 running=running,
-                waiting=len(self._waiting),
-                last_batch_sequences=self._last_batch[0],
-                last_batch_tokens=self._last_batch[1],
-                kv_cells_used=kv_used,
+                waiting=waiting,
+                kv_cells_used=self._kv_cells_used,
                 prefix_cache_tokens=len(self._cache_tokens),
             )
 
@@ -361,7 +358,14 @@ class BatchedLlamaEngine:
                     logger.exception("llama_decode failed")
                     for entry in entries:
                         self._finish(entry.sequence, "error", error=str(error))
+            self._count_kv_cells()  # before delivering, so a caller woken by a result sees the freed cells
             self._deliver()
+
+    def _count_kv_cells(self) -> None:
+        """Cells each slot holds, from its highest cached position (the prefix cache's own are not counted)."""
+        used = sum(llama_cpp.llama_memory_seq_pos_max(self._memory, slot) + 1 for slot in range(self.config.n_slots))
+        with self._lock:
+            self._kv_cells_used = used
 
     def _deliver(self) -> None:
         """Hands this step's events to their event loops: one wake-up per loop per step, not one per token.
@@ -551,7 +555,6 @@ class BatchedLlamaEngine:
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
         now = time.monotonic()
-        self._last_batch = (len(entries), self._batch.n_tokens)
         if self._step_observer is not None:
             self._step_observer(len(entries))
         for entry in entries:

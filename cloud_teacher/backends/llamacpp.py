@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
-from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, PromptInput
+from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams
 from shared.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
 from shared.llama_engine import (
     BatchedLlamaEngine,
@@ -95,15 +95,10 @@ class LlamaCppBackend(TeacherBackend):
             finish_reason="stop" if result.finish_reason == "stop" else "length",
         )
 
-    def render(self, prompt_input: PromptInput) -> str:
-        """The prompt text the teacher model sees (for tests and debugging)."""
-        return self._format.render(prompt_input).text
-
     def load(self) -> tuple[int, int]:
         if self._engine is None:
             return 0, 0
-        stats = self._engine.stats()
-        return stats.running, stats.waiting
+        return self._engine.occupancy()
 
     async def close(self) -> None:
         if self._engine is not None:
