@@ -9,7 +9,11 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 LLAMA_VERSION=0.3.36
 SMOLLM_VERSION=0.1.2
-LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"}
+# The instruction sets this CPU has, never AMX (its kernels segfault here). Machines of this kind differ: Intel
+# ones have AVX-512 and AMX, AMD EPYC ones only AVX2; a build with an instruction the CPU lacks dies with SIGILL.
+cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+has() { [[ " $cpu_flags " == *" $1 "* ]] && echo ON || echo OFF; }
+LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma) -DGGML_F16C=$(has f16c) -DGGML_BMI2=$(has bmi2) -DGGML_AVX512=$(has avx512f) -DGGML_AVX512_VBMI=$(has avx512_vbmi) -DGGML_AVX512_VNNI=$(has avx512_vnni) -DGGML_AVX512_BF16=$(has avx512_bf16) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"}
 WHEEL_CACHE=${GKT_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gkt-serving/wheels}
 EXTRAS=${GKT_EXTRAS:-cloud,bench,dev}
 
@@ -30,6 +34,14 @@ if ! ls "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; th
   CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "${pip[@]}" wheel --no-deps --no-cache-dir \
     "llama-cpp-python==$LLAMA_VERSION" -w "$wheel_dir.tmp"
   rm -rf "$wheel_dir" && mv "$wheel_dir.tmp" "$wheel_dir"
+fi
+
+# A venv built on another CPU (or with other flags) may hold a llama.cpp that crashes here: reinstall on change.
+llama_stamp="$VENV/.llama-cpp-$flags_key"
+if [ ! -f "$llama_stamp" ]; then
+  "${pip[@]}" install --no-deps --force-reinstall "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
+  rm -f "$VENV"/.llama-cpp-*
+  touch "$llama_stamp"
 fi
 
 echo "installing the project with extras [$EXTRAS]"
