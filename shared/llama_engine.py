@@ -390,14 +390,16 @@ class BatchedLlamaEngine:
         for sequence in filter(None, self._slots):
             if sequence.state is _State.DECODE or sequence.pending_text:
                 return True
-            if sequence.state is _State.PREFILL and self._prefill_available(sequence) > sequence.n_past:
-                return True
-            if (
-                sequence.state is _State.PREFILL
-                and not sequence.prompt_open
-                and sequence.n_past >= len(sequence.tokens)
-            ):
+            if sequence.state is not _State.PREFILL:
+                continue
+            prompt_complete = not sequence.prompt_open
+            if prompt_complete and sequence.n_past >= len(sequence.tokens):
                 return True  # prompt fully cached before it was closed: start generating
+            # Work only if a prefill piece can be taken now: an open prompt whose appended text is less than a
+            # block waits for more text without costing CPU (`_build_batch` would take nothing).
+            available = self._prefill_available(sequence)
+            if self._prefill_piece_end(sequence, available, prompt_complete) > sequence.n_past:
+                return True
         return False
 
     def _handle_cancellations(self) -> None:
@@ -624,7 +626,9 @@ class BatchedLlamaEngine:
         result = SequenceResult(
             text=(sequence.text_stream.text if sequence.text_stream else ""),
             finish_reason=reason,
-            prompt_tokens=len(sequence.tokens),
+            # The prompt tokens the sequence holds in its KV cells (computed or reused): all of them once it ran,
+            # fewer when it was cancelled mid-prefill (e.g. the teacher finished the answer first).
+            prompt_tokens=min(sequence.n_past, len(sequence.tokens)),
             completion_tokens=sequence.completion_tokens,
             queue_seconds=since(sequence.admitted_at) if sequence.admitted_at else since(now),
             prefill_seconds=since(sequence.prefill_done_at, sequence.prefill_started_at)

@@ -17,10 +17,22 @@ from shared.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
     """Streams `deltas` with `delay` seconds before each; `hang_after` deltas it stops answering for good."""
 
-    def __init__(self, deltas: Sequence[str], delay: float = 0.0, hang_after: int | None = None) -> None:
+    def __init__(
+        self,
+        deltas: Sequence[str],
+        delay: float = 0.0,
+        hang_after: int | None = None,
+        pause_after: int | None = None,
+        pause_seconds: float = 0.0,
+        finish_reason: int = common_pb2.FINISH_REASON_LENGTH,
+    ) -> None:
         self.deltas = list(deltas)
         self.delay = delay
         self.hang_after = hang_after
+        self.pause_after = pause_after  # after this many deltas, stop for `pause_seconds`, then go on
+        self.pause_seconds = pause_seconds
+        self.paused = asyncio.Event()  # set when the pause starts
+        self.finish_reason = finish_reason
         self.calls = 0
         self.last_delta_sent_at = 0.0
         self.cancelled = 0
@@ -34,6 +46,9 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
             for index, delta in enumerate(self.deltas[: request.max_guidance_tokens]):
                 if self.hang_after is not None and index >= self.hang_after:
                     await asyncio.Event().wait()  # never answers again
+                if index == self.pause_after:
+                    self.paused.set()
+                    await asyncio.sleep(self.pause_seconds)
                 await asyncio.sleep(self.delay)
                 self.last_delta_sent_at = loop.time()
                 yield teacher_pb2.GuidanceChunk(text_delta=delta)
@@ -41,7 +56,7 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
             yield teacher_pb2.GuidanceChunk(
                 done=True,
                 usage=teacher_pb2.TeacherUsage(prompt_tokens=5, completion_tokens=count),
-                finish_reason=common_pb2.FINISH_REASON_LENGTH,
+                finish_reason=self.finish_reason,
                 timings=teacher_pb2.TeacherTimings(total_seconds=self.delay * count),
             )
         except asyncio.CancelledError:

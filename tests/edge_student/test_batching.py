@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
 
 from edge_student.server import EdgeServer
 from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from tests.conftest import running_edge, wait_until
+from tests.conftest import counter_total, running_edge, wait_until
 from tests.fake_teachers import ScriptedTeacher, start_fake_teacher
 
 TOPICS = ["rivers", "volcanoes", "bread", "bicycles", "the moon", "honey bees", "glass", "chess"]
@@ -96,6 +97,51 @@ async def test_prefill_overlaps_a_slow_guidance_stream() -> None:
             # The last delta left the teacher `delay` seconds after the one before it, so the prompt was
             # prefilled while guidance was still on its way.
             assert t.student_prompt_prefilled_seconds < t.guidance_wait_seconds - delay, t
+    finally:
+        await server.stop(0)
+
+
+async def test_waiting_for_guidance_costs_no_cpu() -> None:
+    """A sequence whose prompt is open and waiting for more guidance must not spin the engine thread."""
+    pausing = ScriptedTeacher([" Rivers", " carry", " water", " to", " the", " sea"], pause_after=3, pause_seconds=3.0)
+    server, port = await start_fake_teacher(pausing)
+    try:
+        async with running_edge(port) as edge:
+            call = asyncio.ensure_future(stub_for(edge).Generate(ask("rivers", guidance_tokens=6, max_tokens=4)))
+            await asyncio.wait_for(pausing.paused.wait(), 30)
+            await asyncio.sleep(0.5)  # the edge prefills the prompt and the guidance it has, then waits
+            cpu, wall = time.process_time(), time.monotonic()
+            await asyncio.sleep(2.0)
+            cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+            response = await call
+            assert response.guidance_text == " Rivers carry water to the sea" and not response.degraded
+            # This process's CPU clock covers every thread: the engine's, the event loop's and gRPC's.
+            assert cpu < 0.1 * wall, f"{cpu:.2f}s of CPU in {wall:.2f}s of waiting for guidance"
+    finally:
+        await server.stop(0)
+
+
+async def test_student_prefill_is_counted_when_the_teacher_finishes_the_answer() -> None:
+    """The teacher ends the answer within K: the student writes nothing, but the prompt it prefilled meanwhile is
+    work it did, reported in usage and counted in the metrics and the cost."""
+    finishing = ScriptedTeacher([" Rivers", " flow", "."], delay=0.2, finish_reason=common_pb2.FINISH_REASON_STOP)
+    server, port = await start_fake_teacher(finishing)
+    try:
+        async with running_edge(port) as edge:
+            before = counter_total(edge.metrics.registry, "gkt_prompt_tokens")
+            cost_before = counter_total(edge.metrics.registry, "gkt_cost")
+            response = await stub_for(edge).Generate(ask("rivers", guidance_tokens=10, max_tokens=8))
+            assert response.guidance_text == " Rivers flow." and response.student_text == ""
+            assert response.finish_reason == common_pb2.FINISH_REASON_STOP
+            assert response.usage.student_prompt_tokens > 0 and response.usage.student_completion_tokens == 0
+            assert counter_total(edge.metrics.registry, "gkt_prompt_tokens") - before == (
+                response.usage.student_prompt_tokens
+            )
+            student_cost = edge.settings.prices().student.cost(
+                response.usage.student_prompt_tokens, 0, response.usage.student_cached_prompt_tokens
+            )
+            assert counter_total(edge.metrics.registry, "gkt_cost") - cost_before >= student_cost > 0
+            await wait_until(lambda: slots_free(edge))
     finally:
         await server.stop(0)
 
