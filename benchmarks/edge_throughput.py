@@ -23,8 +23,8 @@ import grpc
 import httpx
 
 from benchmarks.load import Request, free_port, measure
+from shared.catalog import cache_dir, resolve_gguf
 from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.models import cache_dir, default_student_gguf
 from shared.stack import launch
 
 RESULTS = Path(__file__).parent / "results" / "edge_throughput.json"
@@ -121,7 +121,7 @@ async def bench_llama_server(args: argparse.Namespace) -> dict[str, Any]:
             "-m",
             "llama_cpp.server",
             "--model",
-            str(default_student_gguf()),
+            str(resolve_gguf("smollm2-135m")),
             "--host",
             "127.0.0.1",
             "--port",
@@ -176,7 +176,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     systems["edge_one_at_a_time"] = await bench_edge(1, args)
     systems["llama_cpp_server"] = await bench_llama_server(args)
     results: dict[str, Any] = {
-        "model": default_student_gguf().name,
+        "model": resolve_gguf("smollm2-135m").name,
         "threads": args.threads,
         "edge_slots": args.slots,
         "max_tokens": args.max_tokens,

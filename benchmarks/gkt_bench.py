@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 
 from benchmarks.datasets import DATASETS, DEFAULT_FILES, Dataset, DatasetError, Example, load_examples
 from benchmarks.prompts import (
@@ -33,10 +34,11 @@ from benchmarks.prompts import (
 from benchmarks.report import build_results, markdown_table, write_answers, write_json, write_plots
 from benchmarks.runner import MODE_NAMES, ModeName, ModeRun, ModeSpec, RequestSettings, run_mode
 from edge_student.settings import EdgeSettings
-from shared.gkt.v1 import edge_pb2_grpc
-from shared.metrics import Prices
-from shared.models import cache_dir
-from shared.stack import ServiceProcess, launch
+from shared.catalog import DEFAULT_STUDENT, cache_dir
+from shared.gkt.v1 import common_pb2, edge_pb2_grpc
+from shared.hardware import hardware_summary
+from shared.pricing import Prices
+from shared.stack import ServiceProcess, launch_edge, launch_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +47,6 @@ RESULTS_DIR = Path(__file__).parent / "results"
 PAPER_GUIDANCE_TOKENS: dict[Dataset, int] = {"gsm8k": 40, "csqa": 30}
 PAPER_MAX_TOKENS: dict[Dataset, int] = {"gsm8k": 300, "csqa": 100}
 TeacherBackend = Literal["vllm", "llamacpp"]
-TEACHER_MODELS: dict[str, str] = {
-    "vllm": "Gemma 3 270M base, fp32 Hugging Face conversion of the Q4_K_M GGUF, on vLLM (CPU)",
-    "llamacpp": "Gemma 3 270M base, Q4_K_M GGUF, on llama.cpp",
-}
-STUDENT_MODEL = "SmolLM2-135M-Instruct, Q4_1 GGUF, on llama.cpp (raw completion prompts)"
 # Launched services wait this long for guidance before answering degraded: a long teacher-only answer behind a
 # queue of others must not be cut off by the edge's interactive deadlines (10 s / 30 s by default).
 LAUNCHED_GUIDANCE_TIMEOUT_SECONDS = 1800.0
@@ -57,7 +54,8 @@ LAUNCHED_GUIDANCE_TIMEOUT_SECONDS = 1800.0
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One benchmark run. `edge` set: use the running services there; unset: start teacher + edge and stop them."""
+    """One benchmark run. `edge` set: use the running services there; unset: start a teacher and one edge per
+    student, and stop them at the end."""
 
     dataset: Dataset = "csqa"
     data: Path | None = None
@@ -70,6 +68,8 @@ class BenchConfig:
     temperature: float = 0.0
     edge: str | None = None
     teacher_backend: TeacherBackend = "vllm"
+    teacher_model: str | None = None  # launched teacher's --model (None: its default)
+    students: tuple[str, ...] = ()  # launched edges' --model, one edge each (empty: the edge's default)
     out: Path | None = None  # None: nothing written
     plots_dir: Path | None = None  # None: beside `out`
     timeout_seconds: float = 1800.0
@@ -82,55 +82,60 @@ class BenchConfig:
             self,
             guidance_tokens=self.guidance_tokens or (PAPER_GUIDANCE_TOKENS[self.dataset],),
             max_tokens=self.max_tokens or PAPER_MAX_TOKENS[self.dataset],
+            students=() if self.edge is not None else (self.students or (DEFAULT_STUDENT,)),
         )
 
+    def student_labels(self) -> list[str | None]:
+        """How rows name their student: not at all with one student, by its model with several."""
+        return list(self.students) if len(self.students) > 1 else [None]
+
     def mode_specs(self) -> list[ModeSpec]:
-        """Teacher-only first (the reference), then student-only, then GKT at each K, ascending."""
-        specs = [ModeSpec(mode) for mode in ("teacher", "student") if mode in self.modes]
-        if "gkt" in self.modes:
-            specs += [ModeSpec("gkt", k) for k in sorted(set(self.guidance_tokens))]
+        """Teacher-only first (the reference), then per student: student-only, then GKT at each K, ascending."""
+        specs = [ModeSpec("teacher")] if "teacher" in self.modes else []
+        for student in self.student_labels():
+            if "student" in self.modes:
+                specs.append(ModeSpec("student", student=student))
+            if "gkt" in self.modes:
+                specs += [ModeSpec("gkt", k, student) for k in sorted(set(self.guidance_tokens))]
         return specs
 
 
 @contextlib.asynccontextmanager
-async def edge_service(config: BenchConfig) -> AsyncIterator[str]:
-    """The address of the running edge at `config.edge`, or of a teacher + edge started here on free ports (both
-    stopped on exit; their logs go to `<cache>/run/bench-*.log`)."""
+async def edge_services(config: BenchConfig) -> AsyncIterator[dict[str | None, str]]:
+    """Edge addresses by student label: the running edge at `config.edge`, or a teacher and one edge per student
+    started here on free ports (stopped on exit; their logs go to `<cache>/run/bench-*.log`)."""
     if config.edge is not None:
-        yield config.edge
+        yield {None: config.edge}
         return
     run_dir = cache_dir() / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    bin_dir = Path(sys.executable).parent
-    slots = str(max(1, min(64, config.concurrency)))
+    slots = max(1, min(64, config.concurrency))
     started: list[ServiceProcess] = []
     try:
-        teacher = launch(
-            "bench-teacher",
-            [
-                str(bin_dir / "gkt-teacher"),
-                *("--backend", config.teacher_backend, "--host", "127.0.0.1", "--port", "0"),
-                *("--n-slots", slots, "--log-level", "WARNING"),
-            ],
-            log_path=run_dir / "bench-teacher.log",
-        )
+        teacher_log = run_dir / "bench-teacher.log"
+        teacher_args = ["--n-slots", str(slots), "--log-level", "WARNING"]
+        if config.teacher_model:
+            teacher_args += ["--model", config.teacher_model]
+        teacher = launch_teacher(config.teacher_backend, teacher_args, log_path=teacher_log)
         started.append(teacher)
-        await _wait_ready(teacher, 900, run_dir / "bench-teacher.log")
+        await _wait_ready(teacher, 1800, teacher_log)
         timeout = str(LAUNCHED_GUIDANCE_TIMEOUT_SECONDS)
-        edge = launch(
-            "bench-edge",
-            [
-                str(bin_dir / "gkt-edge"),
-                *("--teacher-address", f"127.0.0.1:{teacher.port}", "--host", "127.0.0.1", "--port", "0"),
-                *("--n-slots", slots, "--max-queue", str(max(64, config.concurrency)), "--log-level", "WARNING"),
-                *("--guidance-first-token-timeout-seconds", timeout, "--guidance-timeout-seconds", timeout),
-                *("--teacher-only-timeout-seconds", timeout),
-            ],
-            log_path=run_dir / "bench-edge.log",
-        )
-        started.append(edge)
-        await _wait_ready(edge, 300, run_dir / "bench-edge.log")
-        yield f"127.0.0.1:{edge.port}"
+        addresses: dict[str | None, str] = {}
+        for label, student in zip(config.student_labels(), config.students, strict=True):
+            log = run_dir / f"bench-edge-{student}.log"
+            edge = launch_edge(
+                f"127.0.0.1:{teacher.port}",
+                [
+                    *("--model", student, "--n-slots", str(slots), "--max-queue", str(max(64, config.concurrency))),
+                    *("--log-level", "WARNING", "--guidance-first-token-timeout-seconds", timeout),
+                    *("--guidance-timeout-seconds", timeout, "--teacher-only-timeout-seconds", timeout),
+                ],
+                log_path=log,
+            )
+            started.append(edge)
+            await _wait_ready(edge, 600, log)
+            addresses[label] = f"127.0.0.1:{edge.port}"
+        yield addresses
     finally:
         for process in reversed(started):
             await asyncio.to_thread(process.stop)
@@ -143,9 +148,38 @@ async def _wait_ready(service: ServiceProcess, seconds: float, log: Path) -> Non
         raise RuntimeError(f"{error} (its log: {log})") from None
 
 
-def metadata(config: BenchConfig, prices: Prices, n: int, shots: int, edge_address: str) -> dict[str, Any]:
+def describe(info: common_pb2.ServerInfo) -> str:
+    """One line naming what a server ran: model, file, engine, dtype, threads, slots, hardware."""
+    parts = [f"{info.model} ({Path(info.model_file).name or info.model_file})", f"on {info.backend}"]
+    if info.dtype:
+        parts.append(info.dtype)
+    parts.append(f"{info.threads} thread(s)" if info.threads else "engine-chosen threads (vLLM: one worker core)")
+    parts.append(f"{info.slots} slots")
+    return ", ".join(parts) + f"; {info.hardware}"
+
+
+async def servers_info(addresses: dict[str | None, str]) -> dict[str, Any]:
+    """What each edge and the teacher report they run (`GetInfo`), for the results document."""
+    edges: dict[str, Any] = {}
+    teacher: common_pb2.ServerInfo | None = None
+    for label, address in addresses.items():
+        async with grpc.aio.insecure_channel(address) as channel:
+            info = await edge_pb2_grpc.EdgeServiceStub(channel).GetInfo(common_pb2.GetInfoRequest(), timeout=30)
+        edges[label or ""] = info.edge
+        if info.HasField("teacher"):
+            teacher = info.teacher
+    return {
+        "teacher": describe(teacher) if teacher is not None else "unknown (the edge could not reach its teacher)",
+        "students": {label: describe(info) for label, info in edges.items()},
+        "servers": {
+            "teacher": MessageToDict(teacher, preserving_proto_field_name=True) if teacher is not None else None,
+            "edges": {label: MessageToDict(info, preserving_proto_field_name=True) for label, info in edges.items()},
+        },
+    }
+
+
+def metadata(config: BenchConfig, prices: Prices, n: int, shots: int, edges: dict[str | None, str]) -> dict[str, Any]:
     """The top of the results JSON: what was run, on what, with which prices."""
-    launched = config.edge is None
     return {
         "benchmark": "gkt bench",
         "dataset": config.dataset,
@@ -162,20 +196,15 @@ def metadata(config: BenchConfig, prices: Prices, n: int, shots: int, edge_addre
         "stop": list(STOP_SEQUENCES),
         "concurrency": config.concurrency,
         "services": {
-            "launched_by_bench": launched,
-            "edge_address": edge_address,
-            "teacher_backend": config.teacher_backend if launched else "unknown (services already running)",
-        },
-        "models": {
-            "teacher": TEACHER_MODELS[config.teacher_backend] if launched else "as configured on the running teacher",
-            "student": STUDENT_MODEL if launched else "as configured on the running edge",
+            "launched_by_bench": config.edge is None,
+            "edge_addresses": {label or "": address for label, address in edges.items()},
         },
         "prices_per_1k_tokens": asdict(prices),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": {
             "cores": os.cpu_count(),
+            "hardware": hardware_summary(),
             "platform": platform.platform(),
-            "processor": platform.machine(),
             "python": platform.python_version(),
         },
     }
@@ -195,23 +224,29 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
         timeout_seconds=config.timeout_seconds,
     )
     runs: list[ModeRun] = []
-    async with edge_service(config) as edge_address, grpc.aio.insecure_channel(edge_address) as channel:
-        stub = edge_pb2_grpc.EdgeServiceStub(channel)
-        if config.warm_up:  # so that the first measured mode pays no connection set-up
-            await run_mode(
-                stub,
-                ModeSpec("gkt", 1),
-                examples[:1],
-                dataset=config.dataset,
-                prompts=prompts,
-                settings=replace(settings, max_tokens=1),
-                concurrency=1,
-                progress=False,
-            )
+    async with edge_services(config) as addresses, contextlib.AsyncExitStack() as stack:
+        stubs = {
+            label: edge_pb2_grpc.EdgeServiceStub(await stack.enter_async_context(grpc.aio.insecure_channel(address)))
+            for label, address in addresses.items()
+        }
+        models = await servers_info(addresses)
+        if config.warm_up:  # so that the first measured mode pays no connection set-up, on every edge
+            for stub in stubs.values():
+                await run_mode(
+                    stub,
+                    ModeSpec("gkt", 1),
+                    examples[:1],
+                    dataset=config.dataset,
+                    prompts=prompts,
+                    settings=replace(settings, max_tokens=1),
+                    concurrency=1,
+                    progress=False,
+                )
+        first = next(iter(stubs.values()))
         for spec in config.mode_specs():
             runs.append(
                 await run_mode(
-                    stub,
+                    stubs[spec.student] if spec.mode != "teacher" else first,
                     spec,
                     examples,
                     dataset=config.dataset,
@@ -222,7 +257,8 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
                 )
             )
     prices = EdgeSettings().prices()  # the edge's price settings (GKT_EDGE_*_PRICE_*), as its cost metrics use
-    document = metadata(config, prices, len(examples), len(prompts.exemplars), edge_address)
+    document = metadata(config, prices, len(examples), len(prompts.exemplars), addresses)
+    document["models"] = models
     document["prompt_prefix_chars"] = len(prompts.prefix)
     document["results"] = build_results(runs, prices)
     if config.out is not None:
@@ -265,6 +301,13 @@ def _modes(text: str) -> tuple[ModeName, ...]:
     return cast(tuple[ModeName, ...], modes)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated model names, got {text!r}")
+    return names
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -304,6 +347,15 @@ def parser() -> argparse.ArgumentParser:
         default="vllm",
         help="teacher engine when the bench starts the services (default %(default)s)",
     )
+    p.add_argument("--teacher-model", help="the launched teacher's --model (default: its default, a catalog name)")
+    p.add_argument(
+        "--students",
+        type=_names,
+        default=(),
+        metavar="M1,M2",
+        help="student models (catalog names or GGUF paths), one launched edge each, compared in one run "
+        "(default: the edge's default student)",
+    )
     p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/<dataset>.json)")
     p.add_argument("--plots-dir", type=Path, help="where the PNG plots go (default: beside --out)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per request (default %(default)s)")
@@ -325,6 +377,8 @@ def config_from_args(argv: Sequence[str]) -> BenchConfig:
         temperature=args.temperature,
         edge=args.edge,
         teacher_backend=args.teacher_backend,
+        teacher_model=args.teacher_model,
+        students=args.students,
         out=args.out or RESULTS_DIR / f"{args.dataset}.json",
         plots_dir=args.plots_dir,
         timeout_seconds=args.timeout,

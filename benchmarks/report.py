@@ -10,8 +10,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from benchmarks.runner import USAGE_FIELDS, ModeRun, record_to_json
-from shared.metrics import Prices
+from benchmarks.runner import USAGE_FIELDS, AnswerRecord, ModeRun, record_to_json
+from shared.pricing import Prices
 
 ACCURACY_SPEEDUP_PLOT = "accuracy_speedup_vs_k.png"
 COST_ACCURACY_PLOT = "cost_vs_accuracy.png"
@@ -20,6 +20,7 @@ MODE_COLORS = {"teacher": "tab:blue", "student": "tab:orange", "gkt": "tab:green
 RESULT_FIELDS = (
     "mode",
     "guidance_tokens",
+    "student",
     "n",
     "correct",
     "accuracy",
@@ -33,10 +34,16 @@ RESULT_FIELDS = (
     "latency_p50_seconds",
     "latency_p95_seconds",
     "tokens",
+    "teacher_seconds",
     "cost",
     "cost_by_tier",
+    "cost_list_price",
     "speedup_vs_teacher",
+    "ideal_speedup_vs_teacher",
+    "achieved_vs_ideal_speedup",
+    "teacher_seconds_ratio_vs_teacher",
     "cost_ratio_vs_teacher",
+    "cost_list_price_ratio_vs_teacher",
     "accuracy_ratio_vs_teacher",
     "accuracy_delta_vs_student",
 )
@@ -51,23 +58,40 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] if ordered else 0.0
 
 
+def _costs(records: Sequence[AnswerRecord], prices: Prices) -> tuple[float, float]:
+    """(teacher cost, student cost) of the records, each tier's cached prompt tokens at its cached price."""
+    teacher = sum(
+        prices.teacher.cost(
+            r.usage["teacher_prompt_tokens"],
+            r.usage["teacher_completion_tokens"],
+            r.usage["teacher_cached_prompt_tokens"],
+        )
+        for r in records
+    )
+    student = sum(
+        prices.student.cost(
+            r.usage["student_prompt_tokens"],
+            r.usage["student_completion_tokens"],
+            r.usage["student_cached_prompt_tokens"],
+        )
+        for r in records
+    )
+    return teacher, student
+
+
 def summarize(run: ModeRun, prices: Prices) -> dict[str, Any]:
     """One mode's numbers; unparsed answers and RPC failures count as wrong (and are counted apart)."""
     records = run.records
     n = len(records)
     outcomes = [r.outcome for r in records]
     tokens = {name: sum(r.usage[name] for r in records) for name in USAGE_FIELDS}
-    teacher_cost = sum(
-        prices.teacher_cost(r.usage["teacher_prompt_tokens"], r.usage["teacher_completion_tokens"]) for r in records
-    )
-    student_cost = sum(
-        prices.student_cost(r.usage["student_prompt_tokens"], r.usage["student_completion_tokens"]) for r in records
-    )
+    teacher_cost, student_cost = _costs(records, prices)
     latencies = [r.latency_seconds for r in records if r.outcome != "failed"]
     generated = tokens["teacher_completion_tokens"] + tokens["student_completion_tokens"]
     return {
         "mode": run.spec.mode,
         "guidance_tokens": run.spec.guidance_tokens,
+        "student": run.spec.student,
         "n": n,
         "correct": outcomes.count("correct"),
         "accuracy": outcomes.count("correct") / n if n else 0.0,
@@ -81,24 +105,52 @@ def summarize(run: ModeRun, prices: Prices) -> dict[str, Any]:
         "latency_p50_seconds": _percentile(latencies, 0.5),
         "latency_p95_seconds": _percentile(latencies, 0.95),
         "tokens": tokens,
+        # The teacher's own busy time for this mode: the sum of its per-request durations (what a shared cloud
+        # teacher spends on these answers, whatever the edge did meanwhile).
+        "teacher_seconds": sum(r.timings.get("teacher_total_seconds", 0.0) for r in records),
         "cost": teacher_cost + student_cost,
         "cost_by_tier": {"teacher": teacher_cost, "student": student_cost},
+        "cost_list_price": sum(_costs(records, prices.without_cache_discount())),
     }
 
 
+def ideal_seconds(row: dict[str, Any], teacher_rate: float, student_rate: float) -> float | None:
+    """A GKT mode's time if each tier wrote its tokens at its own measured rate, one after the other: the
+    teacher's K tokens at the teacher-only rate, then the student's at the student-only rate (tokens/s)."""
+    if not teacher_rate or not student_rate:
+        return None
+    tokens = row["tokens"]
+    return tokens["teacher_completion_tokens"] / teacher_rate + tokens["student_completion_tokens"] / student_rate
+
+
 def add_comparisons(results: dict[str, dict[str, Any]]) -> None:
-    """Ratios against the teacher-only and student-only rows of the same run (None where a baseline is missing
-    or zero)."""
-    teacher, student = results.get("teacher"), results.get("student")
+    """Ratios against the teacher-only row and the same student's student-only row of the same run (None where a
+    baseline is missing or zero), and the ideal GKT speed-up from the two baselines' token rates."""
+    teacher = results.get("teacher")
+    students = {row["student"]: row for row in results.values() if row["mode"] == "student"}
     for row in results.values():
+        student = students.get(row["student"])
         row["speedup_vs_teacher"] = _ratio(teacher["wall_seconds"], row["wall_seconds"]) if teacher else None
+        row["teacher_seconds_ratio_vs_teacher"] = (
+            _ratio(row["teacher_seconds"], teacher["teacher_seconds"]) if teacher else None
+        )
         row["cost_ratio_vs_teacher"] = _ratio(row["cost"], teacher["cost"]) if teacher else None
+        row["cost_list_price_ratio_vs_teacher"] = (
+            _ratio(row["cost_list_price"], teacher["cost_list_price"]) if teacher else None
+        )
         row["accuracy_ratio_vs_teacher"] = _ratio(row["accuracy"], teacher["accuracy"]) if teacher else None
         row["accuracy_delta_vs_student"] = row["accuracy"] - student["accuracy"] if student else None
+        row["ideal_speedup_vs_teacher"] = row["achieved_vs_ideal_speedup"] = None
+        if row["mode"] == "gkt" and teacher and student:
+            ideal = ideal_seconds(row, teacher["generated_tokens_per_second"], student["generated_tokens_per_second"])
+            row["ideal_speedup_vs_teacher"] = _ratio(teacher["wall_seconds"], ideal)
+            if row["ideal_speedup_vs_teacher"] and row["speedup_vs_teacher"]:
+                row["achieved_vs_ideal_speedup"] = row["speedup_vs_teacher"] / row["ideal_speedup_vs_teacher"]
 
 
 def build_results(runs: Sequence[ModeRun], prices: Prices) -> dict[str, dict[str, Any]]:
-    """`results` of the JSON: one entry per mode ("teacher", "student", "gkt@K"), in run order."""
+    """`results` of the JSON: one entry per mode ("teacher", "student", "gkt@K", with ":<student>" when a run
+    compares several students), in run order."""
     results = {run.spec.key: summarize(run, prices) for run in runs}
     add_comparisons(results)
     return results
@@ -118,37 +170,45 @@ def write_answers(path: Path, runs: Sequence[ModeRun]) -> None:
                 out.write(json.dumps(record_to_json(record, run.spec)) + "\n")
 
 
-def _label(key: str, row: dict[str, Any]) -> str:
-    return {"teacher": "Teacher only", "student": "Student only"}.get(key, f"GKT (K={row['guidance_tokens']})")
+def _label(row: dict[str, Any]) -> str:
+    base = {"teacher": "Teacher only", "student": "Student only"}.get(row["mode"], f"GKT (K={row['guidance_tokens']})")
+    return f"{base}, {row['student']}" if row["student"] else base
 
 
-def _number(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
+def _number(value: float | None, spec: str, suffix: str = "") -> str:
+    return "–" if value is None else format(value, spec) + suffix
 
 
 def markdown_table(document: dict[str, Any]) -> str:
-    """The paper's table for one dataset: accuracy and speed-up per setting, plus cost, failures and throughput."""
+    """The paper's table for one dataset: accuracy and speed-up per setting (with the ideal speed-up from the
+    tiers' own token rates), the teacher's time, cost with and without the cached-prompt discount, failures."""
     lines = [
-        "| Setting | Accuracy | Δ vs student | Acc. / teacher | Speed-up | Cost | Cost / teacher "
-        "| Unparsed | Failed | Degraded | req/s | Teacher tokens (prompt+gen) | Student tokens (prompt+gen) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Setting | Accuracy | Δ vs student | Acc. / teacher | Speed-up | Ideal speed-up | Achieved / ideal "
+        "| Teacher time / teacher | Cost / teacher | Cost / teacher (no cache discount) | Unparsed | Failed "
+        "| Degraded | Teacher tokens (prompt, cached, gen) | Student tokens (prompt, cached, gen) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, row in document["results"].items():
-        tokens = row["tokens"]
+    for row in document["results"].values():
+        t = row["tokens"]
         delta = row["accuracy_delta_vs_student"]
         lines.append(
-            f"| {_label(key, row)} | {100 * row['accuracy']:.2f} % | "
+            f"| {_label(row)} | {100 * row['accuracy']:.2f} % | "
             f"{'–' if delta is None else f'{100 * delta:+.2f} pp'} | "
-            f"{_number(row['accuracy_ratio_vs_teacher'], '.2f')} | {_number(row['speedup_vs_teacher'], '.2f')}x | "
-            f"{row['cost']:.4f} | {_number(row['cost_ratio_vs_teacher'], '.2f')} | "
-            f"{row['unparsed']}/{row['n']} | {row['failed']} | {row['degraded']} | {row['requests_per_second']:.3f} | "
-            f"{tokens['teacher_prompt_tokens']}+{tokens['teacher_completion_tokens']} | "
-            f"{tokens['student_prompt_tokens']}+{tokens['student_completion_tokens']} |"
+            f"{_number(row['accuracy_ratio_vs_teacher'], '.2f')} | {_number(row['speedup_vs_teacher'], '.2f', 'x')} | "
+            f"{_number(row['ideal_speedup_vs_teacher'], '.2f', 'x')} | "
+            f"{_number(row['achieved_vs_ideal_speedup'], '.2f')} | "
+            f"{_number(row['teacher_seconds_ratio_vs_teacher'], '.2f')} | "
+            f"{_number(row['cost_ratio_vs_teacher'], '.3f')} | "
+            f"{_number(row['cost_list_price_ratio_vs_teacher'], '.3f')} | "
+            f"{row['unparsed']}/{row['n']} | {row['failed']} | {row['degraded']} | "
+            f"{t['teacher_prompt_tokens']}, {t['teacher_cached_prompt_tokens']}, {t['teacher_completion_tokens']} | "
+            f"{t['student_prompt_tokens']}, {t['student_cached_prompt_tokens']}, {t['student_completion_tokens']} |"
         )
     meta = document
+    students = "; ".join(f"{key or 'student'}: {text}" for key, text in meta["models"]["students"].items())
     lines.append(
         f"\n{meta['dataset']}, n={meta['n']}, {meta['shots']}-shot, concurrency {meta['concurrency']}, "
-        f"max_tokens {meta['max_tokens']}, teacher: {meta['models']['teacher']}, student: {meta['models']['student']}."
+        f"max_tokens {meta['max_tokens']}. Teacher: {meta['models']['teacher']}. {students}."
     )
     return "\n".join(lines) + "\n"
 
@@ -162,29 +222,45 @@ def _accuracy_top(values: Sequence[float]) -> float:
     return min(100.0, max(10.0, 1.2 * max(values, default=0.0)))
 
 
+STUDENT_COLORS = ("tab:green", "tab:purple", "tab:red", "tab:brown")
+
+
 def plot_accuracy_speedup(document: dict[str, Any], path: Path) -> None:
-    """Accuracy and speed-up against K for the GKT rows; teacher-only and student-only as horizontal lines."""
+    """Accuracy and speed-up against K, one line per student; teacher-only and each student alone as horizontal
+    lines (the student's in its own colour)."""
     results = document["results"]
-    gkt = sorted((row for row in results.values() if row["mode"] == "gkt"), key=lambda row: row["guidance_tokens"])
-    ks = [row["guidance_tokens"] for row in gkt]
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    students = list(dict.fromkeys(row["student"] for row in results.values() if row["mode"] != "teacher"))
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
     accuracy_axes, speedup_axes = figure.subplots(1, 2)
+    all_ks: set[int] = set()
     for axes, field, scale, ylabel in (
         (accuracy_axes, "accuracy", 100.0, "accuracy (%)"),
         (speedup_axes, "speedup_vs_teacher", 1.0, "speed-up vs teacher-only (x)"),
     ):
-        values = [row[field] for row in gkt]
-        if ks and all(v is not None for v in values):
-            axes.plot(ks, [scale * v for v in values], marker="o", color=MODE_COLORS["gkt"], label="GKT")
-        for key, style in (("teacher", "--"), ("student", ":")):
-            if key in results and results[key][field] is not None:
-                axes.axhline(scale * results[key][field], linestyle=style, color=MODE_COLORS[key], label=f"{key} only")
+        for color, student in zip(STUDENT_COLORS * 4, students, strict=False):
+            label = "GKT" + (f" → {student}" if student else "")
+            gkt = sorted(
+                (r for r in results.values() if r["mode"] == "gkt" and r["student"] == student),
+                key=lambda r: r["guidance_tokens"],
+            )
+            ks = [r["guidance_tokens"] for r in gkt]
+            all_ks.update(ks)
+            values = [r[field] for r in gkt]
+            if ks and all(v is not None for v in values):
+                axes.plot(ks, [scale * v for v in values], marker="o", color=color, label=label)
+            alone = next((r for r in results.values() if r["mode"] == "student" and r["student"] == student), None)
+            if alone is not None and alone[field] is not None:
+                axes.axhline(scale * alone[field], linestyle=":", color=color, label=f"{student or 'student'} only")
+        if "teacher" in results and results["teacher"][field] is not None:
+            axes.axhline(
+                scale * results["teacher"][field], linestyle="--", color=MODE_COLORS["teacher"], label="teacher only"
+            )
         axes.set_xlabel("guidance tokens K")
         axes.set_ylabel(ylabel)
-        if ks:
-            axes.set_xticks(ks)
+        if all_ks:
+            axes.set_xticks(sorted(all_ks))
         axes.grid(alpha=0.3)
-        axes.legend()
+        axes.legend(fontsize="small")
     accuracy_axes.set_ylim(0, _accuracy_top([100 * row["accuracy"] for row in results.values()]))
     speedup_axes.set_ylim(bottom=0)
     figure.suptitle(f"GKT: accuracy and speed-up against K, {_title(document)}")
@@ -197,17 +273,20 @@ def plot_cost_accuracy(document: dict[str, Any], path: Path) -> None:
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     axes = figure.subplots()
     markers = {"teacher": "s", "student": "^", "gkt": "o"}
-    gkt_shades = iter(("#1b5e20", "#2e7d32", "#43a047", "#66bb6a", "#81c784", "#a5d6a7") * 4)
     results = document["results"]
-    for key, row in results.items():
-        color = next(gkt_shades) if row["mode"] == "gkt" else MODE_COLORS[row["mode"]]
+    students = list(dict.fromkeys(row["student"] for row in results.values() if row["mode"] != "teacher"))
+    colors = dict(zip(students, STUDENT_COLORS * 4, strict=False))
+    for row in results.values():
+        color = MODE_COLORS["teacher"] if row["mode"] == "teacher" else colors[row["student"]]
+        if row["mode"] == "gkt":
+            axes.annotate(f"K={row['guidance_tokens']}", (row["cost"], 100 * row["accuracy"]), fontsize="x-small")
         axes.scatter(
             row["cost"],
             100 * row["accuracy"],
             color=color,
             marker=markers[row["mode"]],
             s=60,
-            label=_label(key, row),
+            label=_label(row).replace(f" (K={row['guidance_tokens']})", "") if row["mode"] == "gkt" else _label(row),
             clip_on=False,
         )
     axes.set_xlabel(f"cost of the {document['n']} questions (edge price settings)")
@@ -215,7 +294,9 @@ def plot_cost_accuracy(document: dict[str, Any], path: Path) -> None:
     axes.set_ylim(0, _accuracy_top([100 * row["accuracy"] for row in results.values()]))
     axes.set_xlim(0, 1.1 * max((row["cost"] for row in results.values()), default=0.0) or 1.0)
     axes.grid(alpha=0.3)
-    axes.legend(loc="best")
+    handles, labels = axes.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=False))  # one legend entry per student's GKT points
+    axes.legend(unique.values(), unique.keys(), loc="best", fontsize="small")
     figure.suptitle(f"Cost against accuracy, {_title(document)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

@@ -23,22 +23,26 @@ _MODES_PB = {"teacher": edge_pb2.MODE_TEACHER_ONLY, "student": edge_pb2.MODE_STU
 USAGE_FIELDS = (
     "teacher_prompt_tokens",
     "teacher_completion_tokens",
+    "teacher_cached_prompt_tokens",
     "student_prompt_tokens",
     "student_completion_tokens",
     "student_guidance_tokens",
+    "student_cached_prompt_tokens",
 )
 
 
 @dataclass(frozen=True)
 class ModeSpec:
-    """One row of the results: a mode, and K for GKT."""
+    """One row of the results: a mode, K for GKT, and which student when a run compares several."""
 
     mode: ModeName
     guidance_tokens: int | None = None
+    student: str | None = None  # None: the run has one student (or this is the teacher-only row)
 
     @property
     def key(self) -> str:
-        return f"gkt@{self.guidance_tokens}" if self.mode == "gkt" else self.mode
+        base = f"gkt@{self.guidance_tokens}" if self.mode == "gkt" else self.mode
+        return f"{base}:{self.student}" if self.student else base
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any
 import grpc
 
 from benchmarks.load import Request, measure
+from shared.catalog import cache_dir
 from shared.gkt.v1 import teacher_pb2, teacher_pb2_grpc
-from shared.models import cache_dir
 from shared.stack import launch
 
 RESULTS = Path(__file__).parent / "results" / "teacher_throughput.json"

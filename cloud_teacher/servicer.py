@@ -12,10 +12,10 @@ import grpc
 
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
-from shared.convert import guidance_done_to_pb, prompt_input_from_pb, sampling_from_pb
-from shared.domain import GuidanceDelta, GuidanceParams, TeacherTimings
+from shared.convert import guidance_done_to_pb, prompt_input_from_pb, sampling_from_pb, server_info_to_pb
+from shared.domain import GuidanceDelta, GuidanceDone, GuidanceParams, TeacherTimings
 from shared.errors import InvalidArgumentError, status_for
-from shared.gkt.v1 import teacher_pb2, teacher_pb2_grpc
+from shared.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 from shared.metrics import GktMetrics
 from shared.request_context import bind_request_id, caller_mode
 from shared.validation import validate_prompt_input, validate_sampling, validate_token_count
@@ -30,6 +30,7 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         self._backend = backend
         self._settings = settings
         self._metrics = metrics
+        self._prices = settings.prices()
 
     def params_from_pb(self, request: teacher_pb2.GuidanceRequest) -> GuidanceParams:
         """Decodes and validates a request (raises `InvalidArgumentError` naming the field)."""
@@ -70,9 +71,7 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
                             total_seconds=now - received,
                         ),
                     )
-                    self._account(
-                        mode, done.prompt_tokens, done.completion_tokens, done.finish_reason, ttft, now - received
-                    )
+                    self._account(mode, done, ttft, now - received)
                     yield guidance_done_to_pb(done)
             finally:
                 await events.aclose()  # aborts the engine request if the edge went away mid-stream
@@ -88,24 +87,28 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
             self._metrics.count_error("StreamGuidance", code.name)
             await context.abort(code, message)
 
-    def _account(
-        self, mode: str, prompt_tokens: int, completion_tokens: int, finish_reason: str, ttft: float, total: float
-    ) -> None:
+    async def GetInfo(  # noqa: N802 (gRPC method name)
+        self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.ServerInfo:
+        return server_info_to_pb(self._backend.info())
+
+    def _account(self, mode: str, done: GuidanceDone, ttft: float, total: float) -> None:
         m, tier = self._metrics, self._metrics.tier
-        m.observe_latency(mode, ttft=ttft, total=total, output_tokens=completion_tokens)
-        m.prompt_tokens.labels(tier, mode).inc(prompt_tokens)
-        m.generation_tokens.labels(tier, mode).inc(completion_tokens)
-        cost = (
-            prompt_tokens * self._settings.price_prompt_per_1k
-            + completion_tokens * self._settings.price_generation_per_1k
-        ) / 1000
-        m.cost.labels(tier, "teacher", mode).inc(cost)
-        m.request_success.labels(tier, mode, finish_reason).inc()
+        m.observe_latency(mode, ttft=ttft, total=total, output_tokens=done.completion_tokens)
+        m.prompt_tokens.labels(tier, mode).inc(done.prompt_tokens)
+        m.generation_tokens.labels(tier, mode).inc(done.completion_tokens)
+        m.prefix_cache_queries.labels(tier).inc(done.prompt_tokens)
+        m.prefix_cache_hits.labels(tier).inc(done.cached_prompt_tokens)
+        m.cost.labels(tier, "teacher", mode).inc(
+            self._prices.cost(done.prompt_tokens, done.completion_tokens, done.cached_prompt_tokens)
+        )
+        m.request_success.labels(tier, mode, done.finish_reason).inc()
         logger.info(
-            "guidance for %s: %d prompt + %d generated tokens in %.2fs (%s)",
+            "guidance for %s: %d prompt (%d cached) + %d generated tokens in %.2fs (%s)",
             mode,
-            prompt_tokens,
-            completion_tokens,
+            done.prompt_tokens,
+            done.cached_prompt_tokens,
+            done.completion_tokens,
             total,
-            finish_reason,
+            done.finish_reason,
         )

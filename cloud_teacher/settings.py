@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from shared.pricing import TokenPrices
 from shared.settings_base import TierSettings
 
 
@@ -22,9 +23,9 @@ class TeacherSettings(TierSettings):
     )
     model: str | None = Field(
         None,
-        description="The teacher model. vllm: a Hugging Face directory or model id (default: the built-in Gemma 3 "
-        "270M, converted by `gkt models prepare`); llamacpp: a GGUF file (default: the built-in Gemma 3 270M "
-        "Q4_K_M); openai: the model name sent to the server (default: whatever the server lists first).",
+        description="The teacher model: a catalog name (`gkt models list`; default qwen2.5-coder-1.5b), or for vllm "
+        "a Hugging Face directory or model id, for llamacpp a GGUF file, for openai the model name sent to the "
+        "server (default: whatever the server lists first).",
     )
     prompt_format: Literal["auto", "completion", "chat"] = Field(
         "auto",
@@ -47,7 +48,9 @@ class TeacherSettings(TierSettings):
 
     # vLLM backend
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "float32", description="vllm: weight/activation dtype (float32 on CPU: bf16 drifts and changes answers)."
+        "auto",
+        description="vllm: weight/activation dtype; 'auto' runs the checkpoint's own (catalog models are converted "
+        "to bfloat16 where the CPU has native bf16, else float32).",
     )
     max_model_len: int = Field(4096, ge=64, description="vllm: longest prompt + guidance, in tokens.")
     kv_cache_space_gib: float = Field(
@@ -75,4 +78,12 @@ class TeacherSettings(TierSettings):
     price_prompt_per_1k: float = Field(
         0.0015, ge=0, description="Price of 1,000 teacher prompt tokens (for gkt_cost_total)."
     )
+    price_cached_prompt_per_1k: float | None = Field(
+        None,
+        ge=0,
+        description="Price of 1,000 prompt tokens served from the prefix cache (unset: 10 % of the prompt price).",
+    )
     price_generation_per_1k: float = Field(0.002, ge=0, description="Price of 1,000 teacher generated tokens.")
+
+    def prices(self) -> TokenPrices:
+        return TokenPrices.of(self.price_prompt_per_1k, self.price_generation_per_1k, self.price_cached_prompt_per_1k)

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from shared.domain import Answer
-from shared.metrics import GktMetrics, Prices
+from shared.metrics import GktMetrics
+from shared.pricing import Prices
 
 
 def teacher_only_cost(answer: Answer, prices: Prices) -> float:
     """What this answer would have cost had the teacher written all of it.
 
-    The teacher's prompt is its real prompt when it was called, else the student's (minus guidance); the
-    answer's length is counted in the tokens each model actually spent on it (student tokens standing in
-    for the teacher's on the student's part).
+    The teacher's prompt is its real prompt (and its real prefix-cache hits) when it was called, else the
+    student's prompt without the guidance, with the share of it the student's own prefix cache served; the
+    answer's length is counted in the tokens each model actually spent on it (student tokens standing in for the
+    teacher's on the student's part).
     """
     usage = answer.usage
-    prompt = usage.teacher_prompt_tokens or (usage.student_prompt_tokens - usage.student_guidance_tokens)
+    if usage.teacher_prompt_tokens:
+        prompt, cached = usage.teacher_prompt_tokens, usage.teacher_cached_prompt_tokens
+    else:
+        prompt = usage.student_prompt_tokens - usage.student_guidance_tokens
+        share = usage.student_cached_prompt_tokens / usage.student_prompt_tokens if usage.student_prompt_tokens else 0
+        cached = round(prompt * share)
     generated = usage.teacher_completion_tokens + usage.student_completion_tokens
-    return prices.teacher_cost(prompt, generated)
+    return prices.teacher.cost(prompt, generated, cached)
 
 
 def account_answer(metrics: GktMetrics, answer: Answer, prices: Prices) -> None:
@@ -32,10 +39,14 @@ def account_answer(metrics: GktMetrics, answer: Answer, prices: Prices) -> None:
     metrics.prefix_cache_queries.labels(tier).inc(usage.student_prompt_tokens)
     metrics.prefix_cache_hits.labels(tier).inc(usage.student_cached_prompt_tokens)
     metrics.cost.labels(tier, "teacher", mode).inc(
-        prices.teacher_cost(usage.teacher_prompt_tokens, usage.teacher_completion_tokens)
+        prices.teacher.cost(
+            usage.teacher_prompt_tokens, usage.teacher_completion_tokens, usage.teacher_cached_prompt_tokens
+        )
     )
     metrics.cost.labels(tier, "student", mode).inc(
-        prices.student_cost(usage.student_prompt_tokens, usage.student_completion_tokens)
+        prices.student.cost(
+            usage.student_prompt_tokens, usage.student_completion_tokens, usage.student_cached_prompt_tokens
+        )
     )
     metrics.teacher_only_cost.labels(tier, mode).inc(teacher_only_cost(answer, prices))
     metrics.request_success.labels(tier, mode, answer.finish_reason).inc()

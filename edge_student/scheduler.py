@@ -107,8 +107,10 @@ class EdgeScheduler:
                     sequence.append_text(joiner.for_student(text))
                     yield AnswerDelta(text, "guidance")
                 if guidance.done is not None and guidance.done.finish_reason == "stop":
-                    # The teacher finished the answer within K tokens: nothing is left for the student.
-                    sequence.cancel()  # not awaited: the engine frees it after its current step
+                    # The teacher finished the answer within K tokens: nothing is left for the student. Its prefill
+                    # work so far is still accounted: the engine reports it when the cancel takes effect.
+                    sequence.cancel()
+                    student_result = await sequence.wait()
                     sequence = None
                 else:
                     sequence.close_prompt()
@@ -125,13 +127,14 @@ class EdgeScheduler:
             if sequence is not None:  # the caller went away (cancel or deadline): free the slot now
                 sequence.cancel()
 
-        finish_reason: FinishReason = "stop"
+        finish_reason: FinishReason = guidance.done.finish_reason if guidance.done is not None else "stop"
         student_text = ""
-        if student_result is not None and student_result.finish_reason != "cancelled":
+        if student_result is not None:
             if student_result.finish_reason == "error":
                 raise BackendError(f"the student engine failed: {student_result.error}")
-            student_text = student_result.text
-            finish_reason = "length" if student_result.finish_reason == "length" else "stop"
+            if student_result.finish_reason != "cancelled":
+                student_text = student_result.text
+                finish_reason = "length" if student_result.finish_reason == "length" else "stop"
             usage.student_prompt_tokens = student_result.prompt_tokens
             usage.student_completion_tokens = student_result.completion_tokens
             usage.student_guidance_tokens = max(0, student_result.prompt_tokens - student_result.initial_prompt_tokens)
@@ -143,11 +146,10 @@ class EdgeScheduler:
                 timings.student_prompt_prefilled_seconds = (
                     student_result.submitted_at - received + student_result.initial_prompt_prefilled_seconds
                 )
-        elif guidance.done is not None:
-            finish_reason = guidance.done.finish_reason
         if guidance.done is not None:
             usage.teacher_prompt_tokens = guidance.done.prompt_tokens
             usage.teacher_completion_tokens = guidance.done.completion_tokens
+            usage.teacher_cached_prompt_tokens = guidance.done.cached_prompt_tokens
             timings.teacher_time_to_first_token_seconds = guidance.done.timings.time_to_first_token_seconds
             timings.teacher_total_seconds = guidance.done.timings.total_seconds
         if guidance.finished_at:

@@ -13,13 +13,13 @@ from edge_student.scheduler import EdgeScheduler
 from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
 from edge_student.teacher_client import GuidanceDeadlines, TeacherClient
+from shared.catalog import resolve_gguf
 from shared.gkt.v1 import edge_pb2_grpc
 from shared.grpc_server import GrpcServer, ServiceBinding, run_tier
 from shared.llama_engine import BatchedLlamaEngine, EngineConfig, SamplingParams
 from shared.logging_setup import configure_logging
 from shared.malformed_requests import MalformedRequestInterceptor
 from shared.metrics import GktMetrics
-from shared.models import default_student_gguf
 from shared.prompts import CompletionFormat, format_for_template
 from shared.security import channel_credentials, server_credentials, server_interceptors
 
@@ -92,7 +92,7 @@ class EdgeServer:
         """Loads and warms the student, then reports SERVING."""
         s = self.settings
         config = EngineConfig(
-            model_path=s.model or default_student_gguf(),
+            model_path=await asyncio.to_thread(resolve_gguf, s.model),
             n_slots=s.n_slots,
             n_ctx_per_slot=s.n_ctx_per_slot,
             n_threads=s.n_threads,

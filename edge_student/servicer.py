@@ -11,10 +11,18 @@ import grpc
 from edge_student.accounting import account_answer
 from edge_student.scheduler import EdgeScheduler
 from edge_student.settings import EdgeSettings
-from shared.convert import answer_delta_to_pb, answer_to_pb, mode_from_pb, prompt_input_from_pb, sampling_from_pb
-from shared.domain import Answer, AnswerDelta, GenerateParams
+from shared.convert import (
+    answer_delta_to_pb,
+    answer_to_pb,
+    mode_from_pb,
+    prompt_input_from_pb,
+    sampling_from_pb,
+    server_info_to_pb,
+)
+from shared.domain import Answer, AnswerDelta, GenerateParams, ServerInfo
 from shared.errors import InvalidArgumentError, NotReadyError, status_for
-from shared.gkt.v1 import edge_pb2, edge_pb2_grpc
+from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.hardware import hardware_summary, package_version
 from shared.metrics import GktMetrics
 from shared.request_context import bind_request_id
 from shared.validation import validate_prompt_input, validate_sampling, validate_token_count
@@ -80,6 +88,31 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             raise
         except Exception as error:
             await self._abort(context, "GenerateStream", error)
+
+    async def GetInfo(  # noqa: N802 (gRPC method name)
+        self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
+    ) -> edge_pb2.EdgeInfo:
+        scheduler = self._ready_scheduler()
+        teacher = await scheduler.teacher.get_info()
+        return edge_pb2.EdgeInfo(
+            edge=server_info_to_pb(self.info(scheduler)),
+            teacher=server_info_to_pb(teacher) if teacher is not None else None,
+            teacher_address=self._settings.teacher_address,
+        )
+
+    def info(self, scheduler: EdgeScheduler) -> ServerInfo:
+        """What this edge runs."""
+        s = self._settings
+        return ServerInfo(
+            tier="edge",
+            model=s.model,
+            model_file=str(scheduler.engine.model.path),
+            backend="llamacpp",
+            threads=s.n_threads,
+            slots=s.n_slots,
+            hardware=hardware_summary(),
+            version=package_version(),
+        )
 
     def _finish(self, answer: Answer) -> None:
         account_answer(self._metrics, answer, self._prices)

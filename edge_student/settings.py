@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.metrics import Prices
+from shared.catalog import DEFAULT_STUDENT
+from shared.pricing import Prices, TokenPrices
 from shared.settings_base import TierSettings
 
 
@@ -23,7 +24,10 @@ class EdgeSettings(TierSettings):
         description="The teacher's gRPC address: host:port, or a gRPC target such as dns:///teacher:50051 (a DNS "
         "name with several addresses is balanced round-robin).",
     )
-    model: Path | None = Field(None, description="The student GGUF (default: the built-in SmolLM2-135M-Instruct Q4_1).")
+    model: str = Field(
+        DEFAULT_STUDENT,
+        description="The student: a catalog name (`gkt models list`) or a GGUF file path.",
+    )
     prompt_format: Literal["auto", "completion", "chat"] = Field(
         "auto",
         description="How chat messages are rendered for the student: 'auto' uses its chat template if it has one.",
@@ -83,14 +87,29 @@ class EdgeSettings(TierSettings):
 
     # Accounting (prices per 1,000 tokens, one currency for all)
     teacher_price_prompt_per_1k: float = Field(0.0015, ge=0, description="Price of 1,000 teacher prompt tokens.")
+    teacher_price_cached_prompt_per_1k: float | None = Field(
+        None,
+        ge=0,
+        description="Price of 1,000 teacher prompt tokens served from its prefix cache (unset: 10 % of the prompt "
+        "price, as API providers discount cached input).",
+    )
     teacher_price_generation_per_1k: float = Field(0.002, ge=0, description="Price of 1,000 teacher generated tokens.")
     student_price_prompt_per_1k: float = Field(0.0001, ge=0, description="Price of 1,000 student prompt tokens.")
+    student_price_cached_prompt_per_1k: float | None = Field(
+        None, ge=0, description="Price of 1,000 student prompt tokens reused from its prefix cache (unset: 10 %)."
+    )
     student_price_generation_per_1k: float = Field(0.0002, ge=0, description="Price of 1,000 student generated tokens.")
 
     def prices(self) -> Prices:
         return Prices(
-            teacher_prompt_per_1k=self.teacher_price_prompt_per_1k,
-            teacher_generation_per_1k=self.teacher_price_generation_per_1k,
-            student_prompt_per_1k=self.student_price_prompt_per_1k,
-            student_generation_per_1k=self.student_price_generation_per_1k,
+            teacher=TokenPrices.of(
+                self.teacher_price_prompt_per_1k,
+                self.teacher_price_generation_per_1k,
+                self.teacher_price_cached_prompt_per_1k,
+            ),
+            student=TokenPrices.of(
+                self.student_price_prompt_per_1k,
+                self.student_price_generation_per_1k,
+                self.student_price_cached_prompt_per_1k,
+            ),
         )

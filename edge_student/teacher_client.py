@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from shared.convert import guidance_done_from_pb, guidance_request_to_pb
-from shared.domain import GuidanceDelta, GuidanceEvent, GuidanceParams, Mode
-from shared.gkt.v1 import teacher_pb2_grpc
+from shared.convert import guidance_done_from_pb, guidance_request_to_pb, server_info_from_pb
+from shared.domain import GuidanceDelta, GuidanceEvent, GuidanceParams, Mode, ServerInfo
+from shared.gkt.v1 import common_pb2, teacher_pb2_grpc
 from shared.logging_setup import request_id_var
 from shared.request_context import MODE_KEY, REQUEST_ID_KEY
 
@@ -139,6 +139,15 @@ class TeacherClient:
                     yield GuidanceDelta(chunk.text_delta)
         finally:
             call.cancel()  # no-op after a clean end; aborts the teacher's request when we stop early
+
+    async def get_info(self, timeout: float = 2.0) -> ServerInfo | None:  # noqa: ASYNC109 (a gRPC deadline)
+        """What the teacher reports it runs, or None when it cannot say within `timeout` seconds."""
+        try:
+            message = await self._stub.GetInfo(common_pb2.GetInfoRequest(), timeout=timeout, metadata=self._auth)
+        except grpc.aio.AioRpcError as error:
+            logger.info("the teacher's GetInfo failed: %s", error.code().name)
+            return None
+        return server_info_from_pb(message)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -10,7 +10,8 @@ USAGE = """usage: gkt <command> [options]
 commands:
   ask "question"     ask the edge service (gkt ask --help)
   up                 start teacher + edge on the default models, ask a demo question, serve until Ctrl-C
-  models prepare     turn the teacher GGUF into the Hugging Face directory vLLM needs (once)
+  models list        the built-in models (gkt models --help)
+  models prepare     install, join and verify models; --vllm converts them for vLLM (once)
   bench              run GSM8K / CSQA through the running services in every mode (gkt bench --help)
 """
 
@@ -26,10 +27,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from shared.stack import up_main
 
         sys.exit(up_main(args))
-    if command == "models" and args[:1] == ["prepare"]:
-        from cloud_teacher.model_prep import prepare_main
+    if command == "models":
+        from gkt_cli.models import models_main
 
-        sys.exit(prepare_main(args[1:]))
+        sys.exit(models_main(args))
     if command == "bench":
         from benchmarks.gkt_bench import bench_main
 

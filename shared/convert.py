@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from shared.domain import (
     Answer,
     AnswerDelta,
@@ -12,6 +14,7 @@ from shared.domain import (
     Mode,
     PromptInput,
     Sampling,
+    ServerInfo,
     TeacherTimings,
 )
 from shared.errors import InvalidArgumentError
@@ -85,7 +88,11 @@ def guidance_request_to_pb(params: GuidanceParams) -> teacher_pb2.GuidanceReques
 def guidance_done_to_pb(done: GuidanceDone) -> teacher_pb2.GuidanceChunk:
     return teacher_pb2.GuidanceChunk(
         done=True,
-        usage=teacher_pb2.TeacherUsage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens),
+        usage=teacher_pb2.TeacherUsage(
+            prompt_tokens=done.prompt_tokens,
+            completion_tokens=done.completion_tokens,
+            cached_prompt_tokens=done.cached_prompt_tokens,
+        ),
         finish_reason=_FINISH_TO_PB[done.finish_reason],
         timings=teacher_pb2.TeacherTimings(
             queue_seconds=done.timings.queue_seconds,
@@ -105,6 +112,7 @@ def guidance_done_from_pb(chunk: teacher_pb2.GuidanceChunk) -> GuidanceDone:
             time_to_first_token_seconds=chunk.timings.time_to_first_token_seconds,
             total_seconds=chunk.timings.total_seconds,
         ),
+        cached_prompt_tokens=chunk.usage.cached_prompt_tokens,
     )
 
 
@@ -125,6 +133,7 @@ def answer_to_pb(answer: Answer) -> edge_pb2.GenerateResponse:
             student_completion_tokens=u.student_completion_tokens,
             student_guidance_tokens=u.student_guidance_tokens,
             student_cached_prompt_tokens=u.student_cached_prompt_tokens,
+            teacher_cached_prompt_tokens=u.teacher_cached_prompt_tokens,
         ),
         timings=edge_pb2.Timings(
             teacher_time_to_first_token_seconds=t.teacher_time_to_first_token_seconds,
@@ -142,3 +151,11 @@ def answer_to_pb(answer: Answer) -> edge_pb2.GenerateResponse:
 
 def answer_delta_to_pb(delta: AnswerDelta) -> edge_pb2.GenerateStreamChunk:
     return edge_pb2.GenerateStreamChunk(text_delta=delta.text, segment=_SEGMENT_TO_PB[delta.segment])
+
+
+def server_info_to_pb(info: ServerInfo) -> common_pb2.ServerInfo:
+    return common_pb2.ServerInfo(**dataclasses.asdict(info))
+
+
+def server_info_from_pb(message: common_pb2.ServerInfo) -> ServerInfo:
+    return ServerInfo(**{f.name: getattr(message, f.name) for f in dataclasses.fields(ServerInfo)})

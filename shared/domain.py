@@ -70,6 +70,7 @@ class GuidanceDone:
     completion_tokens: int
     finish_reason: FinishReason
     timings: TeacherTimings = field(default_factory=TeacherTimings)
+    cached_prompt_tokens: int = 0  # of `prompt_tokens`, served from the teacher's prefix cache
 
 
 GuidanceEvent = GuidanceDelta | GuidanceDone
@@ -92,6 +93,7 @@ class Usage:
 
     teacher_prompt_tokens: int = 0
     teacher_completion_tokens: int = 0
+    teacher_cached_prompt_tokens: int = 0
     student_prompt_tokens: int = 0
     student_completion_tokens: int = 0
     student_guidance_tokens: int = 0
@@ -140,3 +142,18 @@ class AnswerDelta:
 
 
 AnswerEvent = AnswerDelta | Answer
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a tier's server runs (see `ServerInfo` in common.proto)."""
+
+    tier: str
+    model: str
+    model_file: str = ""
+    backend: str = ""
+    dtype: str = ""
+    threads: int = 0
+    slots: int = 0
+    hardware: str = ""
+    version: str = ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -82,22 +81,6 @@ REQUEST_LATENCY_BUCKETS = (
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
-@dataclass(frozen=True)
-class Prices:
-    """Prices per 1,000 tokens, in any one currency (the same for every price)."""
-
-    teacher_prompt_per_1k: float
-    teacher_generation_per_1k: float
-    student_prompt_per_1k: float
-    student_generation_per_1k: float
-
-    def teacher_cost(self, prompt_tokens: int, generation_tokens: int) -> float:
-        return (prompt_tokens * self.teacher_prompt_per_1k + generation_tokens * self.teacher_generation_per_1k) / 1000
-
-    def student_cost(self, prompt_tokens: int, generation_tokens: int) -> float:
-        return (prompt_tokens * self.student_prompt_per_1k + generation_tokens * self.student_generation_per_1k) / 1000
-
-
 class GktMetrics:
     """The metrics of one server, on a registry of its own (so several servers can live in one process)."""
 
@@ -172,7 +155,10 @@ class GktMetrics:
             registry=r,
         )
         self.prefix_cache_queries = Counter(
-            "gkt_prefix_cache_queries", "Prompt tokens looked up in the llama.cpp prefix cache.", t, registry=r
+            "gkt_prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache (llama.cpp or vLLM).",
+            t,
+            registry=r,
         )
         self.prefix_cache_hits = Counter(
             "gkt_prefix_cache_hits", "Prompt tokens found in the prefix cache (not recomputed).", t, registry=r

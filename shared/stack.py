@@ -17,9 +17,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shared.models import cache_dir
+from shared.catalog import cache_dir
 
-DEMO_QUESTION = "Describe the water cycle step by step."
+# A question the strong teacher gets right and the small student alone tends not to: the teacher's first tokens
+# set up the reasoning, the student finishes it.
+DEMO_QUESTION = (
+    "A baker made 24 muffins, sold 15, then baked 8 more. How many muffins does the baker have now? "
+    "Explain in two short steps."
+)
+DEMO_SETTINGS = ("--guidance-tokens", "24", "--max-tokens", "120", "--temperature", "0")
 
 
 @dataclass
@@ -85,6 +91,41 @@ def launch(
     return ServiceProcess(name, process, ready)
 
 
+def launch_teacher(
+    backend: str,
+    args: Sequence[str] = (),
+    *,
+    port: int = 0,
+    metrics_port: int | None = None,
+    log_path: Path | None = None,
+) -> ServiceProcess:
+    """`gkt-teacher` on 127.0.0.1 as a child process (`args` are extra flags, e.g. `--model`)."""
+    command = [_bin("gkt-teacher"), "--backend", backend, "--host", "127.0.0.1", "--port", str(port)]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    return launch("teacher", [*command, *args], log_path=log_path)
+
+
+def launch_edge(
+    teacher_address: str,
+    args: Sequence[str] = (),
+    *,
+    port: int = 0,
+    metrics_port: int | None = None,
+    log_path: Path | None = None,
+) -> ServiceProcess:
+    """`gkt-edge` on 127.0.0.1 as a child process, calling the teacher at `teacher_address`."""
+    command = [_bin("gkt-edge"), "--teacher-address", teacher_address, "--host", "127.0.0.1", "--port", str(port)]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    return launch("edge", [*command, *args], log_path=log_path)
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (beside the running interpreter)."""
+    return str(Path(sys.executable).parent / name)
+
+
 def up_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="gkt up", description=__doc__)
     parser.add_argument("--backend", choices=["vllm", "llamacpp", "openai"], default="vllm")
@@ -92,38 +133,17 @@ def up_main(argv: Sequence[str]) -> int:
     parser.add_argument("--edge-port", type=int, default=50052)
     parser.add_argument("--teacher-metrics-port", type=int, default=9101)
     parser.add_argument("--edge-metrics-port", type=int, default=9102)
+    parser.add_argument("--teacher-model", help="teacher --model (default: the teacher's, qwen2.5-coder-1.5b)")
+    parser.add_argument("--student-model", help="edge --model (default: the edge's)")
     parser.add_argument("--question", default=DEMO_QUESTION)
     parser.add_argument("--no-wait", action="store_true", help="stop after the demo question")
     args = parser.parse_args(argv)
     (cache_dir() / "run").mkdir(parents=True, exist_ok=True)
-    bin_dir = Path(sys.executable).parent
-    teacher = launch(
-        "teacher",
-        [
-            str(bin_dir / "gkt-teacher"),
-            "--backend",
-            args.backend,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(args.teacher_port),
-            "--metrics-port",
-            str(args.teacher_metrics_port),
-        ],
-    )
-    edge = launch(
-        "edge",
-        [
-            str(bin_dir / "gkt-edge"),
-            "--teacher-address",
-            f"127.0.0.1:{args.teacher_port}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(args.edge_port),
-            "--metrics-port",
-            str(args.edge_metrics_port),
-        ],
+    teacher_args = ["--model", args.teacher_model] if args.teacher_model else []
+    teacher = launch_teacher(args.backend, teacher_args, port=args.teacher_port, metrics_port=args.teacher_metrics_port)
+    edge_args = ["--model", args.student_model] if args.student_model else []
+    edge = launch_edge(
+        f"127.0.0.1:{args.teacher_port}", edge_args, port=args.edge_port, metrics_port=args.edge_metrics_port
     )
     try:
         teacher.wait_ready(timeout=600)
@@ -136,7 +156,7 @@ def up_main(argv: Sequence[str]) -> int:
         sys.stdout.flush()
         from edge_student.client import ask_main
 
-        ask_main([args.question, "--edge", edge_address])
+        ask_main([args.question, "--edge", edge_address, *DEMO_SETTINGS])
         sys.stdout.write(
             f'\nserving until Ctrl-C. try:  .venv/bin/gkt ask "your question" --edge {edge_address} --json\n'
         )

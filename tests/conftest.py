@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -20,12 +21,14 @@ from shared.gkt.v1 import edge_pb2_grpc, teacher_pb2_grpc
 from shared.logging_setup import configure_logging
 
 configure_logging("INFO")
+Server = TypeVar("Server", TeacherServer, EdgeServer)
 
 
 def teacher_settings(**overrides: object) -> TeacherSettings:
     """llama.cpp teacher on port 0 with one thread (the other core is the student's)."""
     values: dict[str, object] = {
         "backend": "llamacpp",
+        "model": "gemma3-270m",  # the tiny pair, where the model does not matter: fast
         "host": "127.0.0.1",
         "port": 0,
         "metrics_port": 0,
@@ -44,6 +47,7 @@ def edge_settings(teacher: int | str, **overrides: object) -> EdgeSettings:
         "port": 0,
         "metrics_port": 0,
         "teacher_address": address,
+        "model": "smollm2-135m",
         "n_threads": 1,
         "shutdown_grace_seconds": 1.0,
     }
@@ -53,18 +57,14 @@ def edge_settings(teacher: int | str, **overrides: object) -> EdgeSettings:
 
 @pytest_asyncio.fixture(scope="session")
 async def teacher_server() -> AsyncIterator[TeacherServer]:
-    server = TeacherServer(teacher_settings())
-    await server.start()
-    yield server
-    await server.stop(grace=0)
+    async with running(TeacherServer(teacher_settings())) as server:
+        yield server
 
 
 @pytest_asyncio.fixture(scope="session")
 async def edge_server(teacher_server: TeacherServer) -> AsyncIterator[EdgeServer]:
-    server = EdgeServer(edge_settings(teacher_server.port))
-    await server.start()
-    yield server
-    await server.stop(grace=0)
+    async with running(EdgeServer(edge_settings(teacher_server.port))) as server:
+        yield server
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -99,25 +99,23 @@ async def wait_until(predicate: Callable[[], bool], within: float = 10.0, interv
 
 
 @contextlib.asynccontextmanager
-async def running_edge(teacher: int | str, **overrides: object) -> AsyncIterator[EdgeServer]:
+async def running(server: Server) -> AsyncIterator[Server]:
+    """Starts a tier's server (model loaded, SERVING) and stops it at the end of the block."""
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)
+
+
+def running_edge(teacher: int | str, **overrides: object) -> contextlib.AbstractAsyncContextManager[EdgeServer]:
     """An extra edge (its own student engine) for tests that need other settings or another teacher."""
-    server = EdgeServer(edge_settings(teacher, **overrides))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(grace=0)
+    return running(EdgeServer(edge_settings(teacher, **overrides)))
 
 
-@contextlib.asynccontextmanager
-async def running_teacher(**overrides: object) -> AsyncIterator[TeacherServer]:
+def running_teacher(**overrides: object) -> contextlib.AbstractAsyncContextManager[TeacherServer]:
     """An extra llama.cpp teacher (its own engine)."""
-    server = TeacherServer(teacher_settings(**overrides))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(grace=0)
+    return running(TeacherServer(teacher_settings(**overrides)))
 
 
 def counter_total(registry: CollectorRegistry, *families: str) -> float:
@@ -136,12 +134,3 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest_asyncio.fixture(scope="session")
-async def vllm_teacher() -> AsyncIterator[TeacherServer]:
-    """The real vLLM engine on CPU (Gemma 3 270M, fp32), started once per session (~20-80 s)."""
-    server = TeacherServer(teacher_settings(backend="vllm", max_num_seqs=8, kv_cache_space_gib=1, max_model_len=2048))
-    await server.start()
-    yield server
-    await server.stop(grace=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 
-from shared.domain import GuidanceEvent, GuidanceParams
+from shared.domain import GuidanceEvent, GuidanceParams, ServerInfo
 
 
 class TeacherBackend(abc.ABC):
@@ -27,6 +27,10 @@ class TeacherBackend(abc.ABC):
     @abc.abstractmethod
     def load(self) -> tuple[int, int]:
         """(running, waiting) requests now, for the occupancy gauges."""
+
+    @abc.abstractmethod
+    def info(self) -> ServerInfo:
+        """What this backend runs (model, engine, dtype, threads, slots); complete once `start` returned."""
 
     @abc.abstractmethod
     async def close(self) -> None:

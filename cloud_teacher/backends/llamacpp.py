@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
-from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams
+from shared.catalog import DEFAULT_TEACHER, resolve_gguf
+from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, ServerInfo, TeacherTimings
 from shared.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
+from shared.hardware import hardware_summary, package_version
 from shared.llama_engine import (
     BatchedLlamaEngine,
     EngineClosedError,
@@ -20,7 +21,6 @@ from shared.llama_engine import (
     SamplingParams,
 )
 from shared.metrics import GktMetrics
-from shared.models import default_teacher_gguf
 from shared.prompts import CompletionFormat, PromptFormat, format_for_template
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class LlamaCppBackend(TeacherBackend):
         self._format: PromptFormat = CompletionFormat()
 
     async def start(self) -> None:
-        path = Path(self._settings.model) if self._settings.model else default_teacher_gguf()
+        path = await asyncio.to_thread(resolve_gguf, self._settings.model or DEFAULT_TEACHER)
         config = EngineConfig(
             model_path=path,
             n_slots=self._settings.n_slots,
@@ -93,12 +93,27 @@ class LlamaCppBackend(TeacherBackend):
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             finish_reason="stop" if result.finish_reason == "stop" else "length",
+            timings=TeacherTimings(queue_seconds=result.queue_seconds),
+            cached_prompt_tokens=result.cached_prompt_tokens,
         )
 
     def load(self) -> tuple[int, int]:
         if self._engine is None:
             return 0, 0
         return self._engine.occupancy()
+
+    def info(self) -> ServerInfo:
+        s = self._settings
+        return ServerInfo(
+            tier="teacher",
+            model=s.model or DEFAULT_TEACHER,
+            model_file=str(self._engine.model.path) if self._engine else "",
+            backend=self.name,
+            threads=s.n_threads,
+            slots=s.n_slots,
+            hardware=hardware_summary(),
+            version=package_version(),
+        )
 
     async def close(self) -> None:
         if self._engine is not None:

@@ -11,8 +11,9 @@ import httpx
 
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
-from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams
+from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, ServerInfo
 from shared.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
+from shared.hardware import package_version
 from shared.metrics import GktMetrics
 from shared.prompts import CompletionFormat
 
@@ -109,14 +110,26 @@ class OpenAIBackend(TeacherBackend):
         finally:
             self._running -= 1
         # Servers that do not report usage in streams: one streamed chunk is one token on every server we know.
+        details = usage.get("prompt_tokens_details") or {}
         yield GuidanceDone(
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", chunks)),
             finish_reason=finish_reason,  # type: ignore[arg-type]
+            cached_prompt_tokens=int(details.get("cached_tokens") or 0),
         )
 
     def load(self) -> tuple[int, int]:
         return self._running, 0
+
+    def info(self) -> ServerInfo:
+        return ServerInfo(
+            tier="teacher",
+            model=self._settings.model or self._model,
+            model_file=f"{self._model} at {self._settings.openai_base_url}",
+            backend=self.name,
+            hardware="remote (the OpenAI-compatible server's)",
+            version=package_version(),
+        )
 
     async def close(self) -> None:
         if self._client is not None:

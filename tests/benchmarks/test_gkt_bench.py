@@ -83,7 +83,13 @@ async def test_small_real_run_writes_results_json_and_plots(teacher_server: Teac
     assert document == json.loads(json.dumps(returned))
     assert set(document) >= TOP_LEVEL_KEYS
     assert (document["dataset"], document["n"], document["shots"], document["max_tokens"]) == ("csqa", 3, 7, 8)
-    assert document["prices_per_1k_tokens"]["teacher_prompt_per_1k"] == EdgeSettings().teacher_price_prompt_per_1k
+    prices = document["prices_per_1k_tokens"]
+    assert prices["teacher"]["prompt_per_1k"] == EdgeSettings().teacher_price_prompt_per_1k
+    assert prices["teacher"]["cached_prompt_per_1k"] == pytest.approx(0.1 * prices["teacher"]["prompt_per_1k"])
+    # The models named are the ones that ran, as the servers report them (not the built-in defaults).
+    assert document["models"]["teacher"].startswith("gemma3-270m (gemma-3-270m-q4_k_m.gguf), on llamacpp")
+    assert document["models"]["students"][""].startswith("smollm2-135m (SmolLM2-135M-Instruct.Q4_1.gguf), on llamacpp")
+    assert document["models"]["servers"]["edges"][""]["threads"] == 1
     assert document["machine"]["cores"] >= 1
 
     results = document["results"]

@@ -55,11 +55,62 @@ def test_ratios_against_the_teacher_and_student_of_the_same_run() -> None:
 
 def test_cost_uses_the_edge_price_settings() -> None:
     results = build_results(runs(), PRICES)
-    teacher_cost = 2 * PRICES.teacher_cost(500, 100) + PRICES.teacher_cost(500, 0)
-    gkt_teacher, gkt_student = 2 * PRICES.teacher_cost(500, 30), 2 * PRICES.student_cost(550, 80)
+    teacher, student = PRICES.teacher, PRICES.student
+    teacher_cost = 2 * teacher.cost(500, 100) + teacher.cost(500, 0)
+    gkt_teacher, gkt_student = 2 * teacher.cost(500, 30), 2 * student.cost(550, 80)
     assert results["teacher"]["cost"] == pytest.approx(teacher_cost)
     assert results["gkt@30"]["cost_by_tier"] == pytest.approx({"teacher": gkt_teacher, "student": gkt_student})
     assert results["gkt@30"]["cost_ratio_vs_teacher"] == pytest.approx((gkt_teacher + gkt_student) / teacher_cost)
+
+
+def test_cached_prompt_tokens_are_billed_at_the_cached_price_and_both_ways_are_reported() -> None:
+    cached = record(
+        "correct", teacher_prompt_tokens=1000, teacher_completion_tokens=10, teacher_cached_prompt_tokens=900
+    )
+    results = build_results([ModeRun(ModeSpec("teacher"), [cached], 5.0)], PRICES)
+    row, prices = results["teacher"], PRICES.teacher
+    assert prices.cached_prompt_per_1k == pytest.approx(0.1 * prices.prompt_per_1k)  # the default discount
+    assert row["cost"] == pytest.approx(
+        (100 * prices.prompt_per_1k + 900 * prices.cached_prompt_per_1k + 10 * prices.generation_per_1k) / 1000
+    )
+    assert row["cost_list_price"] == pytest.approx((1000 * prices.prompt_per_1k + 10 * prices.generation_per_1k) / 1000)
+    assert row["cost_list_price_ratio_vs_teacher"] == 1.0
+
+
+def test_ideal_speedup_comes_from_the_tiers_own_token_rates_of_the_same_run() -> None:
+    results = build_results(runs(), PRICES)
+    teacher, student, gkt = results["teacher"], results["student"], results["gkt@30"]
+    teacher_rate = 200 / 30.0  # teacher-only: 200 generated tokens in 30 s
+    student_rate = 110 / 10.0  # student-only: 110 generated tokens in 10 s
+    assert teacher["generated_tokens_per_second"] == pytest.approx(teacher_rate)
+    ideal = 60 / teacher_rate + 160 / student_rate
+    assert gkt["ideal_speedup_vs_teacher"] == pytest.approx(30.0 / ideal)
+    assert gkt["achieved_vs_ideal_speedup"] == pytest.approx((30.0 / 15.0) / (30.0 / ideal))
+    assert student["ideal_speedup_vs_teacher"] is None and teacher["ideal_speedup_vs_teacher"] is None
+
+
+def test_teacher_time_is_the_sum_of_the_teachers_own_durations() -> None:
+    run = runs()
+    for answer in run[0].records:
+        answer.timings = {"teacher_total_seconds": 4.0}
+    for answer in run[2].records:
+        answer.timings = {"teacher_total_seconds": 1.0}
+    results = build_results(run, PRICES)
+    assert results["teacher"]["teacher_seconds"] == 12.0 and results["gkt@30"]["teacher_seconds"] == 3.0
+    assert results["gkt@30"]["teacher_seconds_ratio_vs_teacher"] == pytest.approx(0.25)
+
+
+def test_several_students_in_one_run_compare_with_their_own_student_only_row() -> None:
+    teacher = ModeRun(ModeSpec("teacher"), [record("correct", teacher_completion_tokens=10)], 10.0)
+    rows = [teacher]
+    for name, correct in (("small", "wrong"), ("big", "correct")):
+        rows.append(ModeRun(ModeSpec("student", student=name), [record(correct, student_completion_tokens=10)], 2.0))
+        rows.append(ModeRun(ModeSpec("gkt", 5, name), [record("correct", teacher_completion_tokens=5)], 4.0))
+    results = build_results(rows, PRICES)
+    assert list(results) == ["teacher", "student:small", "gkt@5:small", "student:big", "gkt@5:big"]
+    assert results["gkt@5:small"]["accuracy_delta_vs_student"] == 1.0
+    assert results["gkt@5:big"]["accuracy_delta_vs_student"] == 0.0
+    assert results["gkt@5:big"]["student"] == "big"
 
 
 def test_missing_baselines_give_no_ratio() -> None:
@@ -78,7 +129,7 @@ def test_markdown_table_has_one_row_per_setting() -> None:
         "shots": 7,
         "concurrency": 2,
         "max_tokens": 100,
-        "models": {"teacher": "T", "student": "S"},
+        "models": {"teacher": "T", "students": {"": "S"}},
         "results": build_results(runs(), PRICES),
     }
     table = markdown_table(document)
@@ -87,3 +138,4 @@ def test_markdown_table_has_one_row_per_setting() -> None:
     assert [row.split(" | ")[0] for row in rows[1:]] == ["| Teacher only", "| Student only", "| GKT (K=30)"]
     assert "| 66.67 % | +33.33 pp | 1.00 | 2.00x |" in rows[3]
     assert "| 1/3 | 1 | 0 |" in rows[2]
+    assert table.rstrip().endswith("Teacher: T. student: S.")

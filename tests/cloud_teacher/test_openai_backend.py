@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from cloud_teacher.server import TeacherServer
+from shared.catalog import resolve_gguf
 from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
-from shared.models import default_teacher_gguf
 from tests.conftest import closed_port, running_edge, teacher_settings
 
 API_KEY = "test-key-123"
@@ -31,7 +31,7 @@ def openai_server() -> Iterator[str]:
             "-m",
             "llama_cpp.server",
             "--model",
-            str(default_teacher_gguf()),
+            str(resolve_gguf("gemma3-270m")),
             "--host",
             "127.0.0.1",
             "--port",

@@ -1,16 +1,31 @@
-"""The teacher on a real vLLM engine (CPU): exact guidance, continuous batching, abort on cancel, GKT end to end."""
+"""The default teacher on a real vLLM engine (CPU): exact guidance, batching, abort on cancel, GKT end to end."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import grpc
+import pytest
+import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from cloud_teacher.server import TeacherServer
+from edge_student.settings import EdgeSettings
+from shared.catalog import DEFAULT_STUDENT, DEFAULT_TEACHER
 from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
-from tests.conftest import counter_total, running_edge, wait_until
+from tests.conftest import counter_total, running, running_edge, teacher_settings, wait_until
+
+
+@pytest_asyncio.fixture(scope="module")
+async def vllm_teacher() -> AsyncIterator[TeacherServer]:
+    """The real vLLM engine on CPU with the default teacher (Qwen2.5-Coder-1.5B-Instruct), started once for this
+    module (~50-100 s) and stopped after it: in float32 it holds ~11 GB, and the deployment tests start their own."""
+    settings = teacher_settings(backend="vllm", model=None, max_num_seqs=8, kv_cache_space_gib=1, max_model_len=2048)
+    async with running(TeacherServer(settings)) as server:
+        yield server
+
 
 PROMPT = "Q: Name the planets of the solar system and describe each one.\nA:"
 
@@ -50,7 +65,7 @@ async def direct_vllm(server: TeacherServer, prompt: str, k: int) -> str:
 async def test_guidance_equals_direct_engine_output(vllm_teacher: TeacherServer) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{vllm_teacher.port}") as channel:
         stub = teacher_pb2_grpc.TeacherServiceStub(channel)
-        for k in (1, 8, 40):
+        for k in (1, 8, 24):
             text, final = await stream_text(stub, guidance_request(k))
             assert text == await direct_vllm(vllm_teacher, PROMPT, k)
             assert 0 < final.usage.completion_tokens <= k
@@ -58,8 +73,28 @@ async def test_guidance_equals_direct_engine_output(vllm_teacher: TeacherServer)
             assert final.timings.time_to_first_token_seconds <= final.timings.total_seconds
 
 
+async def test_prefix_cache_hits_are_reported_in_usage_and_priced_at_the_cached_rate(
+    vllm_teacher: TeacherServer,
+) -> None:
+    """vLLM knows which prompt tokens its prefix cache served; the teacher reports them and bills them cheaper."""
+    prefix = " ".join(f"Fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(40))
+    registry = vllm_teacher.metrics.registry
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{vllm_teacher.port}") as channel:
+        stub = teacher_pb2_grpc.TeacherServiceStub(channel)
+        _, first = await stream_text(stub, guidance_request(1, f"{prefix}\nQ: Is 7 odd?\nA:"))
+        cost_before = counter_total(registry, "gkt_cost")
+        _, second = await stream_text(stub, guidance_request(1, f"{prefix}\nQ: Is 8 odd?\nA:"))
+        cost = counter_total(registry, "gkt_cost") - cost_before
+    assert first.usage.cached_prompt_tokens < first.usage.prompt_tokens
+    assert 0 < second.usage.cached_prompt_tokens < second.usage.prompt_tokens
+    prices = vllm_teacher.settings.prices()
+    u = second.usage
+    assert cost == pytest.approx(prices.cost(u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens))
+    assert cost < prices.cost(u.prompt_tokens, u.completion_tokens)
+
+
 async def test_concurrent_requests_are_batched(vllm_teacher: TeacherServer) -> None:
-    n, k = 4, 32
+    n, k = 4, 16
     prompts = [f"Q: Write a poem about the number {i}.\nA:" for i in range(n)]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{vllm_teacher.port}") as channel:
         stub = teacher_pb2_grpc.TeacherServiceStub(channel)
@@ -99,21 +134,27 @@ async def test_cancel_mid_stream_aborts_the_engine_request(vllm_teacher: Teacher
         assert vllm_generation_tokens() == settled, "the engine kept generating for a cancelled request"
 
 
-async def test_gkt_end_to_end_with_the_vllm_teacher(vllm_teacher: TeacherServer) -> None:
-    async with running_edge(vllm_teacher.port) as edge:
+async def test_gkt_end_to_end_with_the_default_pair(vllm_teacher: TeacherServer) -> None:
+    """The default teacher (Qwen2.5-Coder-1.5B on vLLM) starts the answer, the default student finishes it."""
+    async with running_edge(vllm_teacher.port, model=EdgeSettings().model) as edge:
+        assert edge.settings.model == DEFAULT_STUDENT
         async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
             stub = edge_pb2_grpc.EdgeServiceStub(channel)
+            question = "What is the capital of France? Answer in one short sentence."
             response = await stub.Generate(
                 edge_pb2.GenerateRequest(
-                    messages=[common_pb2.ChatMessage(role="user", content="Explain how a rainbow forms.")],
-                    guidance_tokens=10,
-                    max_tokens=20,
+                    messages=[common_pb2.ChatMessage(role="user", content=question)],
+                    guidance_tokens=3,
+                    max_tokens=16,
+                    temperature=0.0,
                 )
             )
+            info = await stub.GetInfo(common_pb2.GetInfoRequest())
     assert not response.degraded
     assert response.guidance_text and response.text.startswith(response.guidance_text)
-    assert response.student_text.strip()
-    assert 0 < response.usage.teacher_completion_tokens <= 10
+    assert response.usage.teacher_completion_tokens == 3 and response.student_text.strip()
+    assert "Paris" in response.student_text, response.text  # the student finished what the teacher began
+    assert (info.teacher.model, info.teacher.backend, info.edge.model) == (DEFAULT_TEACHER, "vllm", DEFAULT_STUDENT)
 
 
 async def test_vllm_metrics_are_exported_beside_gkt_metrics(vllm_teacher: TeacherServer) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import grpc
 
+from shared.catalog import cache_dir
 from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.models import cache_dir
 from tests.conftest import closed_port
 
 DOCKER = Path(__file__).resolve().parents[2] / "deploy" / "docker"

@@ -166,3 +166,21 @@ async def test_unknown_peer_status_is_not_internal(edge_channel: grpc.aio.Channe
         assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     else:
         raise AssertionError("an unknown method succeeded")
+
+
+async def test_teacher_prefix_cache_hits_reach_the_edges_usage(edge_stub: edge_pb2_grpc.EdgeServiceStub) -> None:
+    """The llama.cpp teacher reuses a shared few-shot prefix (whole 128-token blocks) and says so; the edge passes
+    it on in `teacher_cached_prompt_tokens`."""
+    shots = "\n\n".join(
+        f"Q: What is {i} plus {i}?\nA: {i} plus {i} is {2 * i}. The answer is {2 * i}." for i in range(1, 25)
+    )
+    responses = [
+        await edge_stub.Generate(
+            edge_pb2.GenerateRequest(prompt=f"{shots}\n\nQ: What is {n} plus {n}?\nA:", guidance_tokens=2, max_tokens=2)
+        )
+        for n in (30, 31)
+    ]
+    second = responses[1].usage
+    assert second.teacher_prompt_tokens > 256
+    assert second.teacher_cached_prompt_tokens >= 256 and second.teacher_cached_prompt_tokens % 128 == 0
+    assert second.teacher_cached_prompt_tokens < second.teacher_prompt_tokens

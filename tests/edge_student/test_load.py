@@ -12,8 +12,8 @@ import time
 import grpc
 
 from edge_student.server import EdgeServer
+from shared.catalog import cache_dir
 from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.models import cache_dir
 from tests.conftest import wait_until
 
 logger = logging.getLogger(__name__)

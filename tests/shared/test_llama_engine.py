@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import llama_cpp
 import pytest_asyncio
 
+from shared.catalog import resolve_gguf
 from shared.llama_engine import BatchedLlamaEngine, EngineConfig, QueueFullError, SamplingParams
-from shared.models import default_student_gguf
 
 N_SLOTS = 8
 CHUNK = 32
@@ -30,7 +30,7 @@ def animal_prompt(animal: str) -> str:
 @pytest_asyncio.fixture(scope="module")
 async def engine() -> AsyncIterator[BatchedLlamaEngine]:
     config = EngineConfig(
-        model_path=default_student_gguf(),
+        model_path=resolve_gguf("smollm2-135m"),
         n_slots=N_SLOTS,
         n_ctx_per_slot=512,
         n_threads=1,
@@ -52,7 +52,7 @@ async def test_single_sequence_matches_plain_llama_cpp(engine: BatchedLlamaEngin
     params = SamplingParams(max_tokens=40)
     batched = await engine.submit(LONG_PROMPT, params).wait()
     plain = llama_cpp.Llama(
-        model_path=str(default_student_gguf()),
+        model_path=str(resolve_gguf("smollm2-135m")),
         n_ctx=512,
         n_batch=CHUNK,
         n_ubatch=CHUNK,

@@ -4,6 +4,7 @@ them and every PromQL expression of the Grafana dashboard returns data."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import shutil
@@ -81,13 +82,7 @@ def as_answer(response: edge_pb2.GenerateResponse) -> Answer:
         mode=mode_from_pb(response.mode),
         finish_reason="stop",
         timings=Timings(),
-        usage=Usage(
-            u.teacher_prompt_tokens,
-            u.teacher_completion_tokens,
-            u.student_prompt_tokens,
-            u.student_completion_tokens,
-            u.student_guidance_tokens,
-        ),
+        usage=Usage(**{f.name: getattr(u, f.name) for f in dataclasses.fields(Usage)}),
     )
 
 
@@ -161,8 +156,12 @@ async def test_cost_ratio_in_metrics_matches_the_responses(
     after = await scrape(edge_server.grpc.metrics_port)
     prices = edge_server.settings.prices()
     spent = sum(
-        prices.teacher_cost(r.usage.teacher_prompt_tokens, r.usage.teacher_completion_tokens)
-        + prices.student_cost(r.usage.student_prompt_tokens, r.usage.student_completion_tokens)
+        prices.teacher.cost(
+            r.usage.teacher_prompt_tokens, r.usage.teacher_completion_tokens, r.usage.teacher_cached_prompt_tokens
+        )
+        + prices.student.cost(
+            r.usage.student_prompt_tokens, r.usage.student_completion_tokens, r.usage.student_cached_prompt_tokens
+        )
         for r in responses
     )
     counterfactual = sum(teacher_only_cost(as_answer(r), prices) for r in responses)

@@ -23,3 +23,29 @@ class ChatMessage(_message.Message):
     role: str
     content: str
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("tier", "model", "model_file", "backend", "dtype", "threads", "slots", "hardware", "version")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FILE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    model: str
+    model_file: str
+    backend: str
+    dtype: str
+    threads: int
+    slots: int
+    hardware: str
+    version: str
+    def __init__(self, tier: _Optional[str] = ..., model: _Optional[str] = ..., model_file: _Optional[str] = ..., backend: _Optional[str] = ..., dtype: _Optional[str] = ..., threads: _Optional[int] = ..., slots: _Optional[int] = ..., hardware: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class GetInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

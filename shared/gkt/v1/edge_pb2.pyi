@@ -28,6 +28,16 @@ SEGMENT_UNSPECIFIED: Segment
 SEGMENT_GUIDANCE: Segment
 SEGMENT_STUDENT: Segment
 
+class EdgeInfo(_message.Message):
+    __slots__ = ("edge", "teacher", "teacher_address")
+    EDGE_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    edge: _common_pb2.ServerInfo
+    teacher: _common_pb2.ServerInfo
+    teacher_address: str
+    def __init__(self, edge: _Optional[_Union[_common_pb2.ServerInfo, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.ServerInfo, _Mapping]] = ..., teacher_address: _Optional[str] = ...) -> None: ...
+
 class GenerateRequest(_message.Message):
     __slots__ = ("prompt", "messages", "system_prompt", "mode", "guidance_tokens", "max_tokens", "temperature", "top_p", "seed", "stop")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -53,20 +63,22 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., system_prompt: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., guidance_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("teacher_prompt_tokens", "teacher_completion_tokens", "student_prompt_tokens", "student_completion_tokens", "student_guidance_tokens", "student_cached_prompt_tokens")
+    __slots__ = ("teacher_prompt_tokens", "teacher_completion_tokens", "student_prompt_tokens", "student_completion_tokens", "student_guidance_tokens", "student_cached_prompt_tokens", "teacher_cached_prompt_tokens")
     TEACHER_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEACHER_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STUDENT_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STUDENT_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STUDENT_GUIDANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STUDENT_CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     teacher_prompt_tokens: int
     teacher_completion_tokens: int
     student_prompt_tokens: int
     student_completion_tokens: int
     student_guidance_tokens: int
     student_cached_prompt_tokens: int
-    def __init__(self, teacher_prompt_tokens: _Optional[int] = ..., teacher_completion_tokens: _Optional[int] = ..., student_prompt_tokens: _Optional[int] = ..., student_completion_tokens: _Optional[int] = ..., student_guidance_tokens: _Optional[int] = ..., student_cached_prompt_tokens: _Optional[int] = ...) -> None: ...
+    teacher_cached_prompt_tokens: int
+    def __init__(self, teacher_prompt_tokens: _Optional[int] = ..., teacher_completion_tokens: _Optional[int] = ..., student_prompt_tokens: _Optional[int] = ..., student_completion_tokens: _Optional[int] = ..., student_guidance_tokens: _Optional[int] = ..., student_cached_prompt_tokens: _Optional[int] = ..., teacher_cached_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("teacher_time_to_first_token_seconds", "teacher_total_seconds", "guidance_wait_seconds", "student_queue_seconds", "student_prefill_seconds", "student_decode_seconds", "time_to_first_token_seconds", "total_seconds", "student_prompt_prefilled_seconds")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from shared.gkt.v1 import common_pb2 as gkt_dot_v1_dot_common__pb2
 from shared.gkt.v1 import edge_pb2 as gkt_dot_v1_dot_edge__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -45,6 +46,11 @@ class EdgeServiceStub:
                 request_serializer=gkt_dot_v1_dot_edge__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=gkt_dot_v1_dot_edge__pb2.GenerateStreamChunk.FromString,
                 _registered_method=True)
+        self.GetInfo = channel.unary_unary(
+                '/gkt.v1.EdgeService/GetInfo',
+                request_serializer=gkt_dot_v1_dot_common__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=gkt_dot_v1_dot_edge__pb2.EdgeInfo.FromString,
+                _registered_method=True)
 
 
 class EdgeServiceServicer:
@@ -65,6 +71,13 @@ class EdgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInfo(self, request, context):
+        """What this edge runs, and what its teacher reports it runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EdgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_EdgeServiceServicer_to_server(servicer, server):
                     servicer.GenerateStream,
                     request_deserializer=gkt_dot_v1_dot_edge__pb2.GenerateRequest.FromString,
                     response_serializer=gkt_dot_v1_dot_edge__pb2.GenerateStreamChunk.SerializeToString,
+            ),
+            'GetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInfo,
+                    request_deserializer=gkt_dot_v1_dot_common__pb2.GetInfoRequest.FromString,
+                    response_serializer=gkt_dot_v1_dot_edge__pb2.EdgeInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class EdgeService:
             '/gkt.v1.EdgeService/GenerateStream',
             gkt_dot_v1_dot_edge__pb2.GenerateRequest.SerializeToString,
             gkt_dot_v1_dot_edge__pb2.GenerateStreamChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gkt.v1.EdgeService/GetInfo',
+            gkt_dot_v1_dot_common__pb2.GetInfoRequest.SerializeToString,
+            gkt_dot_v1_dot_edge__pb2.EdgeInfo.FromString,
             options,
             channel_credentials,
             insecure,

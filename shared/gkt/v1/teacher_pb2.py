@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shared.gkt.v1 import common_pb2 as gkt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14gkt/v1/teacher.proto\x12\x06gkt.v1\x1a\x13gkt/v1/common.proto\"\xee\x01\n\x0fGuidanceRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.gkt.v1.ChatMessage\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\x12\x1b\n\x13max_guidance_tokens\x18\x04 \x01(\x05\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"@\n\x0cTeacherUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"c\n\x0eTeacherTimings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\"\xac\x01\n\rGuidanceChunk\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x14.gkt.v1.TeacherUsage\x12+\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x14.gkt.v1.FinishReason\x12\'\n\x07timings\x18\x05 \x01(\x0b\x32\x16.gkt.v1.TeacherTimings2T\n\x0eTeacherService\x12\x42\n\x0eStreamGuidance\x12\x17.gkt.v1.GuidanceRequest\x1a\x15.gkt.v1.GuidanceChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14gkt/v1/teacher.proto\x12\x06gkt.v1\x1a\x13gkt/v1/common.proto\"\xee\x01\n\x0fGuidanceRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.gkt.v1.ChatMessage\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\x12\x1b\n\x13max_guidance_tokens\x18\x04 \x01(\x05\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"^\n\x0cTeacherUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x05\"c\n\x0eTeacherTimings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\"\xac\x01\n\rGuidanceChunk\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x14.gkt.v1.TeacherUsage\x12+\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x14.gkt.v1.FinishReason\x12\'\n\x07timings\x18\x05 \x01(\x0b\x32\x16.gkt.v1.TeacherTimings2\x8b\x01\n\x0eTeacherService\x12\x42\n\x0eStreamGuidance\x12\x17.gkt.v1.GuidanceRequest\x1a\x15.gkt.v1.GuidanceChunk0\x01\x12\x35\n\x07GetInfo\x12\x16.gkt.v1.GetInfoRequest\x1a\x12.gkt.v1.ServerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GUIDANCEREQUEST']._serialized_start=54
   _globals['_GUIDANCEREQUEST']._serialized_end=292
   _globals['_TEACHERUSAGE']._serialized_start=294
-  _globals['_TEACHERUSAGE']._serialized_end=358
-  _globals['_TEACHERTIMINGS']._serialized_start=360
-  _globals['_TEACHERTIMINGS']._serialized_end=459
-  _globals['_GUIDANCECHUNK']._serialized_start=462
-  _globals['_GUIDANCECHUNK']._serialized_end=634
-  _globals['_TEACHERSERVICE']._serialized_start=636
-  _globals['_TEACHERSERVICE']._serialized_end=720
+  _globals['_TEACHERUSAGE']._serialized_end=388
+  _globals['_TEACHERTIMINGS']._serialized_start=390
+  _globals['_TEACHERTIMINGS']._serialized_end=489
+  _globals['_GUIDANCECHUNK']._serialized_start=492
+  _globals['_GUIDANCECHUNK']._serialized_end=664
+  _globals['_TEACHERSERVICE']._serialized_start=667
+  _globals['_TEACHERSERVICE']._serialized_end=806
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from shared.gkt.v1 import common_pb2 as gkt_dot_v1_dot_common__pb2
 from shared.gkt.v1 import teacher_pb2 as gkt_dot_v1_dot_teacher__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -40,6 +41,11 @@ class TeacherServiceStub:
                 request_serializer=gkt_dot_v1_dot_teacher__pb2.GuidanceRequest.SerializeToString,
                 response_deserializer=gkt_dot_v1_dot_teacher__pb2.GuidanceChunk.FromString,
                 _registered_method=True)
+        self.GetInfo = channel.unary_unary(
+                '/gkt.v1.TeacherService/GetInfo',
+                request_serializer=gkt_dot_v1_dot_common__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=gkt_dot_v1_dot_common__pb2.ServerInfo.FromString,
+                _registered_method=True)
 
 
 class TeacherServiceServicer:
@@ -54,6 +60,13 @@ class TeacherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInfo(self, request, context):
+        """What this teacher runs: model, engine, threads and hardware.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TeacherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +74,11 @@ def add_TeacherServiceServicer_to_server(servicer, server):
                     servicer.StreamGuidance,
                     request_deserializer=gkt_dot_v1_dot_teacher__pb2.GuidanceRequest.FromString,
                     response_serializer=gkt_dot_v1_dot_teacher__pb2.GuidanceChunk.SerializeToString,
+            ),
+            'GetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInfo,
+                    request_deserializer=gkt_dot_v1_dot_common__pb2.GetInfoRequest.FromString,
+                    response_serializer=gkt_dot_v1_dot_common__pb2.ServerInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +109,33 @@ class TeacherService:
             '/gkt.v1.TeacherService/StreamGuidance',
             gkt_dot_v1_dot_teacher__pb2.GuidanceRequest.SerializeToString,
             gkt_dot_v1_dot_teacher__pb2.GuidanceChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gkt.v1.TeacherService/GetInfo',
+            gkt_dot_v1_dot_common__pb2.GetInfoRequest.SerializeToString,
+            gkt_dot_v1_dot_common__pb2.ServerInfo.FromString,
             options,
             channel_credentials,
             insecure,

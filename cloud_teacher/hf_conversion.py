@@ -1,0 +1,160 @@
+"""Turns a catalog GGUF into the Hugging Face folder vLLM loads, once, and checks it by a quick generation.
+
+vLLM needs a Hugging Face checkpoint, not GGUF. transformers reads the GGUF, dequantises it, and saves a folder in
+bfloat16 where the CPU has native bf16 (else float32). The check: the converted folder, reloaded, must pick the
+same first greedy token as llama.cpp on the GGUF itself for a fixed prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+from shared.catalog import CatalogModel, models_dir, prepare_gguf
+
+logger = logging.getLogger(__name__)
+
+MARKER = "gkt-prepared.json"
+CHECK_PROMPT = "The capital of France is"
+Dtype = Literal["bfloat16", "float32"]
+
+
+class ConversionCheckError(RuntimeError):
+    """The converted model does not generate what the GGUF generates."""
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16); elsewhere bf16 is slow emulation."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def vllm_dtype(model: CatalogModel) -> Dtype:
+    """The dtype the converted folder is saved in (vLLM's `dtype="auto"` then runs it in that dtype)."""
+    if model.vllm_dtype == "float32":
+        return "float32"
+    return "bfloat16" if cpu_has_bf16() or _has_cuda() else "float32"
+
+
+def hf_dir(model: CatalogModel, dtype: Dtype | None = None) -> Path:
+    """Where the converted folder of `model` lives in the project cache."""
+    return models_dir() / f"{model.name}-hf-{dtype or vllm_dtype(model)}"
+
+
+def _files(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file() and p.name != MARKER}
+
+
+def is_converted(directory: Path) -> bool:
+    """True when `directory` holds a finished, checked conversion whose files are all still there, same sizes."""
+    marker = directory / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        recorded = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError):
+        return False
+    return recorded == _files(directory)
+
+
+def _llama_cpp_first_tokens(gguf: Path, n: int) -> list[int]:
+    """Greedy tokens llama.cpp writes after `CHECK_PROMPT` (the reference the conversion must agree with)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=256, n_threads=1, verbose=False)
+    try:
+        tokens = llm.tokenize(CHECK_PROMPT.encode(), add_bos=True)
+        out: list[int] = []
+        for token in llm.generate(tokens, temp=0.0, top_k=1, repeat_penalty=1.0):
+            out.append(token)
+            if len(out) >= n:
+                break
+        return out
+    finally:
+        llm.close()
+
+
+def check_conversion(directory: Path, gguf: Path) -> str:
+    """Reloads the folder and generates a few greedy tokens; raises `ConversionCheckError` when its first token
+    differs from llama.cpp's on the GGUF. Returns the generated text (for the log)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype="auto")
+    ids = tokenizer(CHECK_PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1] :].tolist()
+    text = tokenizer.decode(generated)
+    reference = _llama_cpp_first_tokens(gguf, 4)
+    # Dequantised weights in bf16 and llama.cpp's quantised kernels may drift a few tokens in; the first greedy
+    # token of an easy prompt must agree, or the conversion (weights or tokenizer) is wrong.
+    if not generated or not reference or generated[0] != reference[0]:
+        raise ConversionCheckError(
+            f"{directory}: the converted model continues {CHECK_PROMPT!r} with {text!r} (tokens {generated}), "
+            f"llama.cpp on the GGUF with tokens {reference}"
+        )
+    return text
+
+
+def convert(model: CatalogModel, gguf: Path, target: Path, dtype: Dtype) -> None:
+    """Dequantises the GGUF and saves a Hugging Face folder in `dtype` (transformers does the GGUF reading)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    work = target.with_name(target.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf.parent,
+        gguf_file=gguf.name,
+        dtype=torch.float32,
+        # transformers keeps GGUF weights packed and will not save them unless they are dequantised.
+        quantization_config=GgufConfig(dequantize=True),
+    )
+    loaded.to(getattr(torch, dtype)).save_pretrained(work)
+    del loaded
+    if model.force_bos:
+        tokenizer.add_bos_token = True
+        tokenizer.save_pretrained(work, add_bos_token=True)
+        config = json.loads((work / "tokenizer_config.json").read_text())
+        config["add_bos_token"] = True
+        (work / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    else:
+        tokenizer.save_pretrained(work)
+    sample = check_conversion(work, gguf)
+    marker = {"model": model.name, "source_sha256": model.sha256, "dtype": dtype, "check": sample}
+    (work / MARKER).write_text(json.dumps({**marker, "files": _files(work)}, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    work.rename(target)
+
+
+def prepare_for_vllm(model: CatalogModel, *, install: bool = True, force: bool = False) -> Path:
+    """The converted, checked folder of `model`, converting only when it is missing or incomplete."""
+    dtype = vllm_dtype(model)
+    target = hf_dir(model, dtype)
+    if not force and is_converted(target):
+        return target
+    gguf = prepare_gguf(model, install=install)
+    started = time.monotonic()
+    logger.info("converting %s into %s (%s; 1-2 minutes and several GB of RAM, once)", model.name, target, dtype)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    convert(model, gguf, target, dtype)
+    logger.info("%s converted and checked in %.0fs", model.name, time.monotonic() - started)
+    return target

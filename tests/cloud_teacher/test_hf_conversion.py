@@ -1,0 +1,48 @@
+"""Preparing a catalog model for vLLM: which dtype, whether a converted folder is complete, which dtype it runs in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cloud_teacher import hf_conversion
+from cloud_teacher.backends.vllm import checkpoint_dtype
+from cloud_teacher.hf_conversion import MARKER, cpu_has_bf16, hf_dir, is_converted, vllm_dtype
+from shared.catalog import CATALOG, DEFAULT_TEACHER
+
+
+def test_bf16_only_where_the_cpu_has_it_and_gemma_always_float32() -> None:
+    expected = "bfloat16" if cpu_has_bf16() or hf_conversion._has_cuda() else "float32"
+    assert vllm_dtype(CATALOG[DEFAULT_TEACHER]) == expected
+    assert vllm_dtype(CATALOG["gemma3-270m"]) == "float32"
+    assert hf_dir(CATALOG[DEFAULT_TEACHER]).name == f"{DEFAULT_TEACHER}-hf-{expected}"
+
+
+def test_a_folder_counts_as_converted_only_with_its_marker_and_every_file(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"dtype": "float32"}))
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 10)
+    assert not is_converted(tmp_path)  # no marker: an interrupted conversion
+    files = {"config.json": (tmp_path / "config.json").stat().st_size, "model.safetensors": 10}
+    (tmp_path / MARKER).write_text(json.dumps({"files": files}))
+    assert is_converted(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 9)  # truncated afterwards
+    assert not is_converted(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"), [({"dtype": "float32"}, "float32"), ({"torch_dtype": "bfloat16"}, "bfloat16"), ({}, "auto")]
+)
+def test_vllm_runs_a_folder_in_the_dtype_it_was_saved_in(tmp_path: Path, config: dict[str, str], expected: str) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert checkpoint_dtype(str(tmp_path)) == expected
+    assert checkpoint_dtype("Qwen/Qwen2.5-Coder-1.5B-Instruct") == "auto"  # a hub id: vLLM decides
+
+
+def test_the_default_teacher_folder_was_converted_and_checked_by_make_models() -> None:
+    folder = hf_dir(CATALOG[DEFAULT_TEACHER])
+    assert is_converted(folder)
+    marker = json.loads((folder / MARKER).read_text())
+    assert marker["source_sha256"] == CATALOG[DEFAULT_TEACHER].sha256
+    assert "Paris" in marker["check"]  # the quick generation after conversion
