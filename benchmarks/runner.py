@@ -15,7 +15,8 @@ from tqdm import tqdm
 from benchmarks.answers import judge
 from benchmarks.datasets import Dataset, Example
 from benchmarks.prompts import FewShotPrompts
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.convert import degraded_reason_name
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 
 ModeName = Literal["teacher", "student", "gkt"]
 MODE_NAMES: tuple[ModeName, ...] = ("teacher", "student", "gkt")
@@ -93,13 +94,10 @@ def build_request(spec: ModeSpec, prompt: str, settings: RequestSettings) -> edg
         prompt=prompt,
         mode=_MODES_PB[spec.mode],
         max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-        stop=list(settings.stop),
+        sampling=common_pb2.Sampling(temperature=settings.temperature, seed=settings.seed, stop=list(settings.stop)),
     )
     if spec.mode == "gkt":
         request.guidance_tokens = spec.guidance_tokens or 0
-    if settings.seed is not None:
-        request.seed = settings.seed
     return request
 
 
@@ -129,7 +127,7 @@ async def answer_one(
     record.text = response.text
     record.guidance_text, record.student_text = response.guidance_text, response.student_text
     record.finish_reason = common_pb2.FinishReason.Name(response.finish_reason).removeprefix("FINISH_REASON_").lower()
-    record.degraded, record.degraded_reason = response.degraded, response.degraded_reason
+    record.degraded, record.degraded_reason = response.degraded, degraded_reason_name(response.degraded_reason)
     record.usage = {name: int(getattr(response.usage, name)) for name in USAGE_FIELDS}
     record.timings = {f.name: float(getattr(response.timings, f.name)) for f in response.timings.DESCRIPTOR.fields}
     return record

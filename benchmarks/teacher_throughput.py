@@ -20,9 +20,10 @@ from typing import Any
 import grpc
 
 from benchmarks.load import Request, measure
-from shared.catalog import cache_dir
-from shared.gkt.v1 import teacher_pb2, teacher_pb2_grpc
-from shared.stack import launch
+from shared.catalog import DEFAULT_TEACHER, cache_dir
+from shared.hardware import hardware_summary
+from shared.launch import launch_teacher
+from shared.protocol.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 
 RESULTS = Path(__file__).parent / "results" / "teacher_throughput.json"
 SUBJECTS = ["the ocean", "a city at night", "autumn", "a long journey", "the stars", "a garden", "winter", "music"]
@@ -31,38 +32,25 @@ SUBJECTS = ["the ocean", "a city at night", "autumn", "a long journey", "the sta
 def guidance_request(index: int, k: int) -> teacher_pb2.GuidanceRequest:
     # No stop sequences: every stream runs to K tokens, so tokens/s compares like with like.
     prompt = f"Here is a long essay about {SUBJECTS[index % len(SUBJECTS)]}.\n\n"
-    return teacher_pb2.GuidanceRequest(prompt=prompt, max_guidance_tokens=k, temperature=0.0)
+    return teacher_pb2.GuidanceRequest(prompt=prompt, guidance_tokens=k, sampling=common_pb2.Sampling(temperature=0.0))
 
 
 def stream_request(stub: teacher_pb2_grpc.TeacherServiceStub, k: int) -> Request:
     async def call(index: int) -> int:
         tokens = 0
         async for chunk in stub.StreamGuidance(guidance_request(index, k), timeout=600):
-            if chunk.done:
-                tokens = chunk.usage.completion_tokens
+            if chunk.HasField("done"):
+                tokens = chunk.done.usage.completion_tokens
         return tokens
 
     return call
 
 
 async def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
-    command = [
-        str(Path(sys.executable).parent / "gkt-teacher"),
-        "--backend",
-        backend,
-        "--port",
-        "0",
-        "--log-level",
-        "WARNING",
-        "--n-slots",
-        "8",
-        "--n-threads",
-        str(args.llamacpp_threads),
-        "--max-num-seqs",
-        "8",
-    ]
+    args_ = ["--log-level", "WARNING", "--n-slots", "8", "--n-threads", str(args.llamacpp_threads)]
+    args_ += ["--max-num-seqs", "8", "--model", args.model]
     started = time.monotonic()
-    teacher = launch(f"bench-teacher-{backend}", command, log_path=cache_dir() / "run" / f"bench-{backend}.log")
+    teacher = launch_teacher(backend, args_, log_path=cache_dir() / "run" / f"bench-{backend}.log")
     try:
         await asyncio.to_thread(teacher.wait_ready, 600)
         start_seconds = time.monotonic() - started
@@ -85,11 +73,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, b in backends.items()
     }
     return {
-        "model": "Gemma 3 270M (vLLM: fp32 HF conversion; llama.cpp: Q4_K_M GGUF)",
+        "model": f"{args.model} (vLLM: its Hugging Face conversion; llama.cpp: its GGUF)",
         "guidance_tokens": args.guidance_tokens,
         "requests_per_level": args.requests,
         "llamacpp_threads": args.llamacpp_threads,
-        "machine": {"cores": os.cpu_count()},
+        "machine": {"cores": os.cpu_count(), "hardware": hardware_summary()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "backends": backends,
         "vllm_over_llamacpp_tokens_per_s": ratios,
@@ -103,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=8, help="streams per concurrency level (at least C)")
     parser.add_argument("--guidance-tokens", type=int, default=64, help="K per stream")
     parser.add_argument("--llamacpp-threads", type=int, default=1, help="vLLM's CPU worker also uses one core")
+    parser.add_argument("--model", default=DEFAULT_TEACHER, help="catalog name for both backends (default %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if 1 not in args.concurrency:

@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from shared.catalog import CatalogModel, models_dir, prepare_gguf
 
@@ -70,7 +70,7 @@ def is_converted(directory: Path) -> bool:
         recorded = json.loads(marker.read_text())["files"]
     except (ValueError, KeyError):
         return False
-    return recorded == _files(directory)
+    return bool(recorded == _files(directory))
 
 
 def _llama_cpp_first_tokens(gguf: Path, n: int) -> list[int]:
@@ -97,11 +97,11 @@ def check_conversion(directory: Path, gguf: Path) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype="auto")
+    model: Any = AutoModelForCausalLM.from_pretrained(directory, dtype="auto")
     ids = tokenizer(CHECK_PROMPT, return_tensors="pt").input_ids
     with torch.no_grad():
         generated = model.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1] :].tolist()
-    text = tokenizer.decode(generated)
+    text = str(tokenizer.decode(generated))
     reference = _llama_cpp_first_tokens(gguf, 4)
     # Dequantised weights in bf16 and llama.cpp's quantised kernels may drift a few tokens in; the first greedy
     # token of an easy prompt must agree, or the conversion (weights or tokenizer) is wrong.
@@ -131,7 +131,7 @@ def convert(model: CatalogModel, gguf: Path, target: Path, dtype: Dtype) -> None
     loaded.to(getattr(torch, dtype)).save_pretrained(work)
     del loaded
     if model.force_bos:
-        tokenizer.add_bos_token = True
+        tokenizer.add_bos_token = True  # type: ignore[misc]  # a property in the stubs, settable at run time
         tokenizer.save_pretrained(work, add_bos_token=True)
         config = json.loads((work / "tokenizer_config.json").read_text())
         config["add_bos_token"] = True

@@ -10,70 +10,41 @@ from prometheus_client import REGISTRY
 from cloud_teacher.backends import create_backend
 from cloud_teacher.servicer import TeacherServicer
 from cloud_teacher.settings import TeacherSettings
-from shared.gkt.v1 import teacher_pb2_grpc
-from shared.grpc_server import GrpcServer, ServiceBinding, run_tier
-from shared.logging_setup import configure_logging
-from shared.malformed_requests import MalformedRequestInterceptor
 from shared.metrics import GktMetrics
-from shared.security import server_credentials, server_interceptors
+from shared.protocol.gkt.v1 import teacher_pb2_grpc
+from shared.server.grpc_server import ServiceBinding, TierServer, run_tier
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "gkt.v1.TeacherService"
 
 
-class TeacherServer:
+class TeacherServer(TierServer):
     """The teacher tier in one object: backend + servicer + gRPC server (tests run it in-process)."""
 
     def __init__(self, settings: TeacherSettings) -> None:
-        self.settings = settings
-        self.metrics = GktMetrics("teacher")
-        self.backend = create_backend(settings, self.metrics)
-        self.metrics.track_occupancy(lambda: self.backend.load()[0], lambda: self.backend.load()[1])
-        registries = [self.metrics.registry]
-        if settings.backend == "vllm":
-            registries.append(REGISTRY)  # vLLM's own vllm:* metrics live in the default registry
-        self.grpc = GrpcServer(
+        self.settings: TeacherSettings = settings
+        metrics = GktMetrics("teacher")
+        self.backend = create_backend(settings, metrics)
+        metrics.track_occupancy(lambda: self.backend.occupancy()[0], lambda: self.backend.occupancy()[1])
+        servicer = TeacherServicer(self.backend, settings, metrics)
+        super().__init__(
             settings,
-            [
-                ServiceBinding(
-                    SERVICE_NAME,
-                    teacher_pb2_grpc.add_TeacherServiceServicer_to_server,
-                    TeacherServicer(self.backend, settings, self.metrics),
-                )
-            ],
-            metrics_registries=registries,
-            interceptors=[*server_interceptors(settings, self.metrics), MalformedRequestInterceptor(self.metrics)],
-            credentials=server_credentials(settings),
+            metrics,
+            ServiceBinding(SERVICE_NAME, teacher_pb2_grpc.add_TeacherServiceServicer_to_server, servicer),
+            # vLLM's own vllm:* metrics live in the default registry: served on the same /metrics endpoint.
+            extra_registries=[REGISTRY] if settings.backend == "vllm" else [],
         )
 
-    @property
-    def port(self) -> int:
-        return self.grpc.port
-
-    async def start(self) -> None:
-        """Listens at once (health NOT_SERVING), loads and warms the model, then reports SERVING."""
-        await self.listen()
-        await self.load()
-
-    async def listen(self) -> None:
-        """Accepts connections; health is NOT_SERVING and calls get UNAVAILABLE until `load` finishes."""
-        await self.grpc.start()
-
-    async def load(self) -> None:
-        """Loads and warms the model, then reports SERVING."""
+    async def load_model(self) -> None:
         await self.backend.start()
-        await self.grpc.set_serving()
 
-    async def stop(self, grace: float | None = None) -> None:
-        await self.grpc.stop(grace)
+    async def close_model(self) -> None:
         await self.backend.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = TeacherSettings.from_cli(argv, prog="gkt-teacher")
-    configure_logging(settings.log_level, json_lines=settings.log_json)
-    run_tier(lambda: TeacherServer(settings))
+    run_tier(TeacherSettings, TeacherServer, argv)
 
 
 if __name__ == "__main__":

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import grpc
 
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
-from shared.convert import guidance_done_to_pb, prompt_input_from_pb, sampling_from_pb, server_info_to_pb
-from shared.domain import GuidanceDelta, GuidanceDone, GuidanceParams, TeacherTimings
-from shared.errors import InvalidArgumentError, status_for
-from shared.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 from shared.metrics import GktMetrics
-from shared.request_context import bind_request_id, caller_mode
-from shared.validation import validate_prompt_input, validate_sampling, validate_token_count
+from shared.protocol.convert import guidance_done_to_pb, input_and_sampling_from_pb, server_info_to_pb
+from shared.protocol.domain import GuidanceDelta, GuidanceDone, GuidanceParams, TeacherTimings
+from shared.protocol.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
+from shared.protocol.validation import validate_token_count
+from shared.server.request_context import bind_request_id, caller_mode
 
 logger = logging.getLogger(__name__)
 
@@ -34,61 +33,36 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
 
     def params_from_pb(self, request: teacher_pb2.GuidanceRequest) -> GuidanceParams:
         """Decodes and validates a request (raises `InvalidArgumentError` naming the field)."""
-        prompt_input = prompt_input_from_pb(request)
-        validate_prompt_input(prompt_input, max_prompt_chars=self._settings.max_prompt_chars)
-        validate_token_count(
-            "max_guidance_tokens", request.max_guidance_tokens, minimum=1, maximum=self._settings.max_guidance_tokens
-        )
-        sampling = sampling_from_pb(
-            request, temperature=self._settings.default_temperature, top_p=self._settings.default_top_p
-        )
-        validate_sampling(sampling)
-        return GuidanceParams(input=prompt_input, max_guidance_tokens=request.max_guidance_tokens, sampling=sampling)
+        s = self._settings
+        prompt_input, sampling = input_and_sampling_from_pb(request, s)
+        validate_token_count("guidance_tokens", request.guidance_tokens, minimum=1, maximum=s.max_guidance_tokens)
+        return GuidanceParams(input=prompt_input, guidance_tokens=request.guidance_tokens, sampling=sampling)
 
     async def StreamGuidance(  # noqa: N802 (gRPC method name)
-        self, request: teacher_pb2.GuidanceRequest, context: grpc.aio.ServicerContext
+        self, request: teacher_pb2.GuidanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[teacher_pb2.GuidanceChunk]:
         received = time.monotonic()
         bind_request_id(context)
         mode = caller_mode(context)
+        first_token_at = 0.0
+        events = self._backend.generate(self.params_from_pb(request))
         try:
-            params = self.params_from_pb(request)
-            first_token_at = 0.0
-            events = self._backend.generate(params)
-            try:
-                async for event in events:
-                    now = time.monotonic()
-                    if isinstance(event, GuidanceDelta):
-                        first_token_at = first_token_at or now
-                        yield teacher_pb2.GuidanceChunk(text_delta=event.text)
-                        continue
-                    ttft = (first_token_at or now) - received
-                    done = replace(
-                        event,
-                        timings=TeacherTimings(
-                            queue_seconds=event.timings.queue_seconds,
-                            time_to_first_token_seconds=ttft,
-                            total_seconds=now - received,
-                        ),
-                    )
-                    self._account(mode, done, ttft, now - received)
-                    yield guidance_done_to_pb(done)
-            finally:
-                await events.aclose()  # aborts the engine request if the edge went away mid-stream
-        except asyncio.CancelledError:
-            self._metrics.count_error("StreamGuidance", grpc.StatusCode.CANCELLED.name)
-            raise
-        except Exception as error:
-            code, message = status_for(error)
-            if code is grpc.StatusCode.INTERNAL:
-                logger.exception("StreamGuidance failed")
-            elif not isinstance(error, InvalidArgumentError):
-                logger.warning("StreamGuidance: %s: %s", code.name, message)
-            self._metrics.count_error("StreamGuidance", code.name)
-            await context.abort(code, message)
+            async for event in events:
+                now = time.monotonic()
+                if isinstance(event, GuidanceDelta):
+                    first_token_at = first_token_at or now
+                    yield teacher_pb2.GuidanceChunk(delta=teacher_pb2.GuidanceDelta(text=event.text))
+                    continue
+                ttft = (first_token_at or now) - received
+                timings = TeacherTimings(event.timings.queue_seconds, ttft, now - received)
+                done = replace(event, timings=timings)
+                self._account(mode, done, ttft, now - received)
+                yield guidance_done_to_pb(done)
+        finally:
+            await events.aclose()  # aborts the engine request if the edge went away mid-stream
 
     async def GetInfo(  # noqa: N802 (gRPC method name)
-        self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
+        self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.ServerInfo:
         return server_info_to_pb(self._backend.info())
 

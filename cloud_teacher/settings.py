@@ -8,11 +8,13 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from shared.llama.engine_settings import EngineSettings
 from shared.pricing import TokenPrices
-from shared.settings_base import TierSettings
+from shared.prompt_formats import PromptFormatSetting
+from shared.server.settings_base import TierSettings
 
 
-class TeacherSettings(TierSettings):
+class TeacherSettings(TierSettings, EngineSettings):
     """Settings of `gkt-teacher`."""
 
     model_config = SettingsConfigDict(env_prefix="GKT_TEACHER_", cli_prog_name="gkt-teacher")
@@ -27,24 +29,13 @@ class TeacherSettings(TierSettings):
         "a Hugging Face directory or model id, for llamacpp a GGUF file, for openai the model name sent to the "
         "server (default: whatever the server lists first).",
     )
-    prompt_format: Literal["auto", "completion", "chat"] = Field(
+    prompt_format: PromptFormatSetting = Field(
         "auto",
         description="How chat messages are rendered for the teacher: its chat template ('chat'), the paper's "
-        "'Q: ...\\nA:' transcript ('completion'), or 'auto' (the template if the model has one).",
+        "'Q: ...\\nA:' transcript ('completion'), or 'auto' (the template if the model has one; the openai "
+        "backend knows no template, so 'auto' means 'completion' there).",
     )
     max_guidance_tokens: int = Field(1024, ge=1, description="Largest K (guidance tokens) a request may ask for.")
-    max_prompt_chars: int = Field(32_000, ge=1, description="Longest prompt accepted, in characters.")
-    default_temperature: float = Field(
-        0.0, ge=0, le=2, description="Temperature when a request sets none (0 = greedy)."
-    )
-    default_top_p: float = Field(1.0, gt=0, le=1, description="top_p when a request sets none.")
-
-    # llama.cpp backend
-    n_slots: int = Field(4, ge=1, le=64, description="llamacpp: sequences decoded together in one batch.")
-    n_ctx_per_slot: int = Field(2048, ge=64, description="llamacpp: context tokens available to each sequence.")
-    n_threads: int = Field(1, ge=1, description="llamacpp: CPU threads (leave a core for a co-located edge).")
-    prefill_chunk: int = Field(128, ge=8, description="llamacpp: most prompt tokens prefilled per decode step.")
-    max_queue: int = Field(256, ge=0, description="llamacpp: requests that may wait for a free slot.")
 
     # vLLM backend
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.domain import Answer
 from shared.metrics import GktMetrics
 from shared.pricing import Prices
+from shared.protocol.domain import Answer
 
 
 def teacher_only_cost(answer: Answer, prices: Prices) -> float:
@@ -50,7 +50,7 @@ def account_answer(metrics: GktMetrics, answer: Answer, prices: Prices) -> None:
     )
     metrics.teacher_only_cost.labels(tier, mode).inc(teacher_only_cost(answer, prices))
     metrics.request_success.labels(tier, mode, answer.finish_reason).inc()
-    if answer.degraded:
+    if answer.degraded_reason is not None:
         metrics.degraded_requests.labels(tier, answer.degraded_reason).inc()
     if usage.student_prompt_tokens:
         metrics.request_queue_time.labels(tier).observe(timings.student_queue_seconds)

@@ -1,17 +1,13 @@
-"""A small Python client for the edge service, and the `gkt ask` command built on it."""
+"""A small blocking Python client for the edge service (what `gkt ask` and apps in Python use)."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 
 MODES = {"gkt": edge_pb2.MODE_GKT, "student": edge_pb2.MODE_STUDENT_ONLY, "teacher": edge_pb2.MODE_TEACHER_ONLY}
 
@@ -31,8 +27,12 @@ class EdgeClient:
     def ask(
         self, question: str, *, mode: str = "gkt", timeout: float = 300.0, **settings: Any
     ) -> edge_pb2.GenerateResponse:
-        """One chat question; `settings` are GenerateRequest fields (guidance_tokens, max_tokens, seed, ...)."""
-        return self._stub.Generate(build_request(question, mode, **settings), timeout=timeout, metadata=self._metadata)
+        """One chat question; `settings` are `build_request` keywords (guidance_tokens, max_tokens, temperature,
+        seed, stop, system_prompt, ...)."""
+        response: edge_pb2.GenerateResponse = self._stub.Generate(
+            build_request(question, mode, **settings), timeout=timeout, metadata=self._metadata
+        )
+        return response
 
     def stream(
         self, question: str, *, mode: str = "gkt", timeout: float = 300.0, **settings: Any
@@ -46,73 +46,15 @@ class EdgeClient:
         self._channel.close()
 
 
+SAMPLING_FIELDS = ("temperature", "top_p", "seed", "stop")
+
+
 def build_request(question: str, mode: str = "gkt", **settings: Any) -> edge_pb2.GenerateRequest:
+    """A one-question chat request; sampling keywords (temperature, top_p, seed, stop) go into `sampling`."""
+    sampling = {key: settings.pop(key) for key in SAMPLING_FIELDS if key in settings}
     return edge_pb2.GenerateRequest(
-        messages=[common_pb2.ChatMessage(role="user", content=question)], mode=MODES[mode], **settings
+        conversation=common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content=question)]),
+        mode=MODES[mode],
+        sampling=common_pb2.Sampling(**sampling),
+        **settings,
     )
-
-
-def response_to_json(response: edge_pb2.GenerateResponse) -> dict[str, Any]:
-    """The response as plain JSON (snake_case keys, every field present)."""
-    data = MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    data["mode"] = {v: k for k, v in MODES.items()}[response.mode]
-    data["finish_reason"] = common_pb2.FinishReason.Name(response.finish_reason).removeprefix("FINISH_REASON_").lower()
-    return data
-
-
-def _print_human(response: edge_pb2.GenerateResponse) -> None:
-    u, t = response.usage, response.timings
-    out = sys.stdout
-    out.write(f"\033[1;36m{response.guidance_text}\033[0m{response.student_text}\n\n")
-    out.write("(teacher-written part in cyan)\n" if response.guidance_text else "")
-    if response.degraded:
-        out.write(f"DEGRADED: the teacher could not help ({response.degraded_reason}); the student answered alone\n")
-    out.write(
-        f"teacher: {u.teacher_prompt_tokens} prompt + {u.teacher_completion_tokens} generated tokens, "
-        f"first token {t.teacher_time_to_first_token_seconds:.3f}s, total {t.teacher_total_seconds:.3f}s\n"
-        f"student: {u.student_prompt_tokens} prompt (incl. {u.student_guidance_tokens} guidance) + "
-        f"{u.student_completion_tokens} generated tokens, prefill {t.student_prefill_seconds:.3f}s, "
-        f"decode {t.student_decode_seconds:.3f}s\n"
-        f"edge: first token {t.time_to_first_token_seconds:.3f}s, total {t.total_seconds:.3f}s\n"
-    )
-
-
-def ask_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="gkt ask", description="Ask the edge service one question.")
-    parser.add_argument("question")
-    parser.add_argument("--edge", default="127.0.0.1:50052", help="edge address host:port (default %(default)s)")
-    parser.add_argument("--mode", choices=list(MODES), default="gkt")
-    parser.add_argument("--guidance-tokens", type=int, help="K: teacher tokens of guidance (edge default if unset)")
-    parser.add_argument("--max-tokens", type=int, help="most tokens after the guidance (edge default if unset)")
-    parser.add_argument("--temperature", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--system-prompt", default="")
-    parser.add_argument("--token", help="bearer token, if the edge requires one")
-    parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    settings = {
-        key: value
-        for key, value in {
-            "guidance_tokens": args.guidance_tokens,
-            "max_tokens": args.max_tokens,
-            "temperature": args.temperature,
-            "seed": args.seed,
-        }.items()
-        if value is not None
-    }
-    client = EdgeClient(args.edge, token=args.token)
-    try:
-        response = client.ask(
-            args.question, mode=args.mode, timeout=args.timeout, system_prompt=args.system_prompt, **settings
-        )
-    except grpc.RpcError as error:
-        sys.stderr.write(f"gkt ask: {error.code().name}: {error.details()}\n")
-        return 1
-    finally:
-        client.close()
-    if args.json:
-        sys.stdout.write(json.dumps(response_to_json(response), indent=2) + "\n")
-    else:
-        _print_human(response)
-    return 0

@@ -8,20 +8,19 @@ from collections.abc import Sequence
 
 import grpc
 
+from edge_student.answer_flow import AnswerFlow
 from edge_student.circuit_breaker import CircuitBreaker
-from edge_student.scheduler import EdgeScheduler
 from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
 from edge_student.teacher_client import GuidanceDeadlines, TeacherClient
-from shared.catalog import resolve_gguf
-from shared.gkt.v1 import edge_pb2_grpc
-from shared.grpc_server import GrpcServer, ServiceBinding, run_tier
-from shared.llama_engine import BatchedLlamaEngine, EngineConfig, SamplingParams
-from shared.logging_setup import configure_logging
-from shared.malformed_requests import MalformedRequestInterceptor
+from shared.llama.engine import BatchedLlamaEngine
+from shared.llama.engine_settings import start_engine
 from shared.metrics import GktMetrics
-from shared.prompts import CompletionFormat, format_for_template
-from shared.security import channel_credentials, server_credentials, server_interceptors
+from shared.prompt_formats import select_prompt_format
+from shared.protocol.gkt.v1 import edge_pb2_grpc
+from shared.server.grpc_server import ServiceBinding, TierServer, run_tier
+from shared.server.secrets import read_secret
+from shared.server.security import channel_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -37,20 +36,12 @@ def teacher_credentials(settings: EdgeSettings) -> grpc.ChannelCredentials | Non
     )
 
 
-def teacher_token(settings: EdgeSettings) -> str | None:
-    if settings.teacher_auth_token is not None:
-        return settings.teacher_auth_token.get_secret_value()
-    if settings.teacher_auth_token_file is not None:
-        return settings.teacher_auth_token_file.read_text().strip()
-    return None
-
-
-class EdgeServer:
-    """The edge tier in one object: student engine + teacher client + scheduler + gRPC server."""
+class EdgeServer(TierServer):
+    """The edge tier in one object: student engine + teacher client + answer flow + gRPC server."""
 
     def __init__(self, settings: EdgeSettings) -> None:
-        self.settings = settings
-        self.metrics = GktMetrics("edge")
+        self.settings: EdgeSettings = settings
+        metrics = GktMetrics("edge")
         self.engine: BatchedLlamaEngine | None = None
         self.teacher = TeacherClient(
             settings.teacher_address,
@@ -61,58 +52,28 @@ class EdgeServer:
             ),
             credentials=teacher_credentials(settings),
             server_name=settings.teacher_tls_server_name,
-            token=teacher_token(settings),
+            token=read_secret(settings.teacher_auth_token, settings.teacher_auth_token_file),
             max_message_bytes=settings.max_message_bytes,
         )
         self.breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_seconds)
-        self.metrics.teacher_circuit_open.labels("edge").set_function(lambda: self.breaker.state != "closed")
-        self.servicer = EdgeServicer(None, settings, self.metrics)  # the scheduler arrives once the model is loaded
-        self.grpc = GrpcServer(
+        metrics.teacher_circuit_open.labels("edge").set_function(lambda: self.breaker.state != "closed")
+        self.servicer = EdgeServicer(None, settings, metrics)  # the answer flow arrives once the model is loaded
+        super().__init__(
             settings,
-            [ServiceBinding(SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, self.servicer)],
-            metrics_registries=[self.metrics.registry],
-            interceptors=[*server_interceptors(settings, self.metrics), MalformedRequestInterceptor(self.metrics)],
-            credentials=server_credentials(settings),
+            metrics,
+            ServiceBinding(SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, self.servicer),
         )
 
-    @property
-    def port(self) -> int:
-        return self.grpc.port
-
-    async def start(self) -> None:
-        """Listens at once (health NOT_SERVING), loads and warms the student, then reports SERVING."""
-        await self.listen()
-        await self.load()
-
-    async def listen(self) -> None:
-        """Accepts connections; health is NOT_SERVING and calls get UNAVAILABLE until `load` finishes."""
-        await self.grpc.start()
-
-    async def load(self) -> None:
-        """Loads and warms the student, then reports SERVING."""
+    async def load_model(self) -> None:
+        """Loads and warms the student; only then do requests reach the answer flow."""
         s = self.settings
-        config = EngineConfig(
-            model_path=await asyncio.to_thread(resolve_gguf, s.model),
-            n_slots=s.n_slots,
-            n_ctx_per_slot=s.n_ctx_per_slot,
-            n_threads=s.n_threads,
-            prefill_chunk=s.prefill_chunk,
-            max_queue=s.max_queue,
-        )
-        self.engine = await asyncio.to_thread(BatchedLlamaEngine, config, self.metrics.observe_batch)
-        template = self.engine.model.metadata("tokenizer.chat_template")
-        student_format = CompletionFormat() if s.prompt_format == "completion" else format_for_template(template)
-        self.servicer.scheduler = EdgeScheduler(self.engine, self.teacher, student_format, self.breaker)
-        engine = self.engine
-        self.metrics.track_occupancy(
-            lambda: engine.occupancy()[0], lambda: engine.occupancy()[1], lambda: engine.config.n_slots
-        )
-        await engine.submit("Hello", SamplingParams(max_tokens=1)).wait()  # warm-up before SERVING
-        logger.info("student loaded from %s (%d slots); teacher at %s", config.model_path, s.n_slots, s.teacher_address)
-        await self.grpc.set_serving()
+        engine = self.engine = await start_engine(s, s.model, self.metrics)
+        self.metrics.track_engine(engine)
+        student_format = select_prompt_format(s.prompt_format, engine.model.metadata("tokenizer.chat_template"))
+        self.servicer.answer_flow = AnswerFlow(engine, self.teacher, student_format, self.breaker)
+        logger.info("student %s loaded; teacher at %s", s.model, s.teacher_address)
 
-    async def stop(self, grace: float | None = None) -> None:
-        await self.grpc.stop(grace)
+    async def close_model(self) -> None:
         await self.teacher.close()
         if self.engine is not None:
             await asyncio.to_thread(self.engine.close)
@@ -120,9 +81,7 @@ class EdgeServer:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = EdgeSettings.from_cli(argv, prog="gkt-edge")
-    configure_logging(settings.log_level, json_lines=settings.log_json)
-    run_tier(lambda: EdgeServer(settings))
+    run_tier(EdgeSettings, EdgeServer, argv)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.catalog import DEFAULT_STUDENT
+from shared.llama.engine_settings import EngineSettings
 from shared.pricing import Prices, TokenPrices
-from shared.settings_base import TierSettings
+from shared.prompt_formats import PromptFormatSetting
+from shared.server.settings_base import TierSettings
 
 
-class EdgeSettings(TierSettings):
+class EdgeSettings(TierSettings, EngineSettings):
     """Settings of `gkt-edge`."""
 
     model_config = SettingsConfigDict(env_prefix="GKT_EDGE_", cli_prog_name="gkt-edge")
@@ -28,7 +29,7 @@ class EdgeSettings(TierSettings):
         DEFAULT_STUDENT,
         description="The student: a catalog name (`gkt models list`) or a GGUF file path.",
     )
-    prompt_format: Literal["auto", "completion", "chat"] = Field(
+    prompt_format: PromptFormatSetting = Field(
         "auto",
         description="How chat messages are rendered for the student: 'auto' uses its chat template if it has one.",
     )
@@ -40,11 +41,6 @@ class EdgeSettings(TierSettings):
     max_guidance_tokens: int = Field(512, ge=0, description="Largest K a request may ask for.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
     max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens a request may ask for.")
-    default_temperature: float = Field(
-        0.0, ge=0, le=2, description="Temperature when a request sets none (0 = greedy)."
-    )
-    default_top_p: float = Field(1.0, gt=0, le=1, description="top_p when a request sets none.")
-    max_prompt_chars: int = Field(32_000, ge=1, description="Longest prompt accepted, in characters.")
 
     # Guidance deadlines: past them the edge answers with what it has and marks the answer degraded.
     guidance_first_token_timeout_seconds: float = Field(
@@ -75,15 +71,6 @@ class EdgeSettings(TierSettings):
     breaker_reset_seconds: float = Field(
         10.0, gt=0, description="How long the breaker stays open before one trial request is let through."
     )
-
-    # Student engine
-    n_slots: int = Field(4, ge=1, le=64, description="Requests the student decodes together in one batch.")
-    max_queue: int = Field(64, ge=0, description="Requests that may wait for a free slot; beyond, RESOURCE_EXHAUSTED.")
-    n_ctx_per_slot: int = Field(2048, ge=64, description="Context tokens per slot (prompt + guidance + answer).")
-    n_threads: int = Field(
-        1, ge=1, description="CPU threads for the student (default leaves a core to a co-located teacher)."
-    )
-    prefill_chunk: int = Field(128, ge=8, description="Most prompt tokens prefilled per decode step.")
 
     # Accounting (prices per 1,000 tokens, one currency for all)
     teacher_price_prompt_per_1k: float = Field(0.0015, ge=0, description="Price of 1,000 teacher prompt tokens.")

@@ -10,19 +10,19 @@ from dataclasses import dataclass
 
 import grpc
 
-from shared.convert import guidance_done_from_pb, guidance_request_to_pb, server_info_from_pb
-from shared.domain import GuidanceDelta, GuidanceEvent, GuidanceParams, Mode, ServerInfo
-from shared.gkt.v1 import common_pb2, teacher_pb2_grpc
-from shared.logging_setup import request_id_var
-from shared.request_context import MODE_KEY, REQUEST_ID_KEY
+from shared.protocol.convert import guidance_done_from_pb, guidance_request_to_pb, server_info_from_pb
+from shared.protocol.domain import DegradedReason, GuidanceDelta, GuidanceEvent, GuidanceParams, Mode, ServerInfo
+from shared.protocol.gkt.v1 import common_pb2, teacher_pb2_grpc
+from shared.server.logging_setup import request_id_var
+from shared.server.request_context import MODE_KEY, REQUEST_ID_KEY
 
 logger = logging.getLogger(__name__)
 
 
 class TeacherUnavailableError(Exception):
-    """Guidance could not be had (in full); `reason` is a short label for metrics and the response."""
+    """Guidance could not be had (in full); `reason` says why, for metrics and the response."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: DegradedReason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
 
@@ -130,13 +130,11 @@ class TeacherClient:
                 except grpc.aio.AioRpcError as error:
                     raise _failure_from(error) from None
                 first = False
-                if chunk.done:
-                    if chunk.text_delta:
-                        yield GuidanceDelta(chunk.text_delta)
-                    yield guidance_done_from_pb(chunk)
+                if chunk.HasField("done"):
+                    yield guidance_done_from_pb(chunk.done)
                     return
-                if chunk.text_delta:
-                    yield GuidanceDelta(chunk.text_delta)
+                if chunk.delta.text:
+                    yield GuidanceDelta(chunk.delta.text)
         finally:
             call.cancel()  # no-op after a clean end; aborts the teacher's request when we stop early
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class CatalogModel:
         return len(self.parts) == 1
 
 
-def _chunked(prefix: str, module_prefix: str, version: str, count: int, file_pattern: str) -> dict[str, tuple]:
+def _chunked(prefix: str, module_prefix: str, version: str, count: int, file_pattern: str) -> dict[str, Any]:
     requirements = tuple(f"{prefix}{i}=={version}" for i in range(1, count + 1))
     parts = tuple((f"{module_prefix}{i}", file_pattern.format(i=i)) for i in range(1, count + 1))
     return {"requirements": requirements, "parts": parts}
@@ -123,14 +123,6 @@ CATALOG: dict[str, CatalogModel] = {
 }
 DEFAULT_TEACHER = "qwen2.5-coder-1.5b"
 DEFAULT_STUDENT = "qwen2.5-coder-0.5b"
-
-
-def lookup(name: str) -> CatalogModel:
-    """The catalog entry called `name`; `KeyError` naming the known models otherwise."""
-    try:
-        return CATALOG[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; the catalog has: {', '.join(CATALOG)}") from None
 
 
 def cache_dir() -> Path:
@@ -204,7 +196,7 @@ def is_verified(model: CatalogModel, path: Path) -> bool:
         recorded = json.loads(marker.read_text())
     except ValueError:
         return False
-    return recorded == {"sha256": model.sha256, **_fingerprint(path)}
+    return bool(recorded == {"sha256": model.sha256, **_fingerprint(path)})
 
 
 def _record_verified(model: CatalogModel, path: Path) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:  # the engine pulls in llama.cpp, which a vLLM teacher need not load
+    from shared.llama.engine import BatchedLlamaEngine
 
 Tier = Literal["teacher", "edge"]
 
@@ -209,6 +212,12 @@ class GktMetrics:
         self.requests_waiting = Gauge("gkt_num_requests_waiting", "Requests waiting for a slot.", t, registry=r)
         self.slots_total = Gauge("gkt_slots", "Sequence slots of the batched engine.", t, registry=r)
         self.slots_used = Gauge("gkt_slots_used", "Sequence slots in use now.", t, registry=r)
+        self.kv_cells_used = Gauge(
+            "gkt_kv_cache_cells_used",
+            "KV cache cells the running sequences hold in the llama.cpp engine (after its last step).",
+            t,
+            registry=r,
+        )
         self.teacher_circuit_open = Gauge(
             "gkt_teacher_circuit_open",
             "Edge: 1 while the circuit breaker keeps calls away from the teacher.",
@@ -223,15 +232,17 @@ class GktMetrics:
             registry=r,
         )
 
-    def track_occupancy(
-        self, running: Callable[[], float], waiting: Callable[[], float], slots: Callable[[], float] | None = None
-    ) -> None:
-        """Reads occupancy at scrape time from the engine, so the gauges are never stale."""
+    def track_occupancy(self, running: Callable[[], float], waiting: Callable[[], float]) -> None:
+        """Reads occupancy at scrape time from the backend, so the gauges are never stale."""
         self.requests_running.labels(self.tier).set_function(running)
         self.requests_waiting.labels(self.tier).set_function(waiting)
-        if slots is not None:
-            self.slots_total.labels(self.tier).set_function(slots)
-            self.slots_used.labels(self.tier).set_function(running)
+
+    def track_engine(self, engine: BatchedLlamaEngine) -> None:
+        """Occupancy, slots and KV cells of a batched llama.cpp engine, read at scrape time."""
+        self.track_occupancy(lambda: engine.occupancy()[0], lambda: engine.occupancy()[1])
+        self.slots_total.labels(self.tier).set(engine.config.n_slots)
+        self.slots_used.labels(self.tier).set_function(lambda: engine.occupancy()[0])
+        self.kv_cells_used.labels(self.tier).set_function(lambda: engine.stats().kv_cells_used)
 
     def observe_latency(self, mode: str, *, ttft: float, total: float, output_tokens: int) -> None:
         """Time to first token, end-to-end latency and the mean inter-token latency of one request."""

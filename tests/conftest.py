@@ -17,8 +17,8 @@ from cloud_teacher.server import TeacherServer
 from cloud_teacher.settings import TeacherSettings
 from edge_student.server import EdgeServer
 from edge_student.settings import EdgeSettings
-from shared.gkt.v1 import edge_pb2_grpc, teacher_pb2_grpc
-from shared.logging_setup import configure_logging
+from shared.protocol.gkt.v1 import edge_pb2_grpc, teacher_pb2_grpc
+from shared.server.logging_setup import configure_logging
 
 configure_logging("INFO")
 Server = TypeVar("Server", TeacherServer, EdgeServer)

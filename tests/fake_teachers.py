@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from shared.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 
 
 class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
@@ -43,7 +43,7 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
         self.calls += 1
         loop = asyncio.get_running_loop()
         try:
-            for index, delta in enumerate(self.deltas[: request.max_guidance_tokens]):
+            for index, delta in enumerate(self.deltas[: request.guidance_tokens]):
                 if self.hang_after is not None and index >= self.hang_after:
                     await asyncio.Event().wait()  # never answers again
                 if index == self.pause_after:
@@ -51,13 +51,14 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
                     await asyncio.sleep(self.pause_seconds)
                 await asyncio.sleep(self.delay)
                 self.last_delta_sent_at = loop.time()
-                yield teacher_pb2.GuidanceChunk(text_delta=delta)
-            count = min(len(self.deltas), request.max_guidance_tokens)
+                yield teacher_pb2.GuidanceChunk(delta=teacher_pb2.GuidanceDelta(text=delta))
+            count = min(len(self.deltas), request.guidance_tokens)
             yield teacher_pb2.GuidanceChunk(
-                done=True,
-                usage=teacher_pb2.TeacherUsage(prompt_tokens=5, completion_tokens=count),
-                finish_reason=self.finish_reason,
-                timings=teacher_pb2.TeacherTimings(total_seconds=self.delay * count),
+                done=teacher_pb2.GuidanceDone(
+                    usage=teacher_pb2.TeacherUsage(prompt_tokens=5, completion_tokens=count),
+                    finish_reason=self.finish_reason,
+                    timings=teacher_pb2.TeacherTimings(total_seconds=self.delay * count),
+                )
             )
         except asyncio.CancelledError:
             self.cancelled += 1

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
-from shared.domain import GuidanceEvent, GuidanceParams, ServerInfo
+from shared.protocol.domain import GuidanceEvent, GuidanceParams, ServerInfo
 
 
 class TeacherBackend(abc.ABC):
@@ -18,14 +18,14 @@ class TeacherBackend(abc.ABC):
         """Loads the model and warms it up; the server reports SERVING only after this returns."""
 
     @abc.abstractmethod
-    def generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+    def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         """Yields `GuidanceDelta`s as text is produced, then exactly one `GuidanceDone`.
 
         Raises `InvalidArgumentError` (e.g. a prompt too long for the model), `OverloadedError` or `BackendError`.
         """
 
     @abc.abstractmethod
-    def load(self) -> tuple[int, int]:
+    def occupancy(self) -> tuple[int, int]:
         """(running, waiting) requests now, for the occupancy gauges."""
 
     @abc.abstractmethod

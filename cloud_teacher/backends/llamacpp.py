@@ -1,27 +1,28 @@
-"""Teacher backend on the project's batched llama.cpp engine (the default GGUF: Gemma 3 270M Q4_K_M)."""
+"""Teacher backend on the project's batched llama.cpp engine (any catalog model or GGUF file)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
-from shared.catalog import DEFAULT_TEACHER, resolve_gguf
-from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, ServerInfo, TeacherTimings
-from shared.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
+from shared.catalog import DEFAULT_TEACHER
 from shared.hardware import hardware_summary, package_version
-from shared.llama_engine import (
-    BatchedLlamaEngine,
-    EngineClosedError,
-    EngineConfig,
-    PromptTooLongError,
-    QueueFullError,
-    SamplingParams,
-)
+from shared.llama.engine import BatchedLlamaEngine, SamplingParams
+from shared.llama.engine_settings import start_engine
 from shared.metrics import GktMetrics
-from shared.prompts import CompletionFormat, PromptFormat, format_for_template
+from shared.prompt_formats import CompletionFormat, PromptFormat, select_prompt_format
+from shared.protocol.domain import (
+    GuidanceDelta,
+    GuidanceDone,
+    GuidanceEvent,
+    GuidanceParams,
+    ServerInfo,
+    TeacherTimings,
+)
+from shared.server.errors import BackendError, NotReadyError
 
 logger = logging.getLogger(__name__)
 
@@ -38,46 +39,20 @@ class LlamaCppBackend(TeacherBackend):
         self._format: PromptFormat = CompletionFormat()
 
     async def start(self) -> None:
-        path = await asyncio.to_thread(resolve_gguf, self._settings.model or DEFAULT_TEACHER)
-        config = EngineConfig(
-            model_path=path,
-            n_slots=self._settings.n_slots,
-            n_ctx_per_slot=self._settings.n_ctx_per_slot,
-            n_threads=self._settings.n_threads,
-            prefill_chunk=self._settings.prefill_chunk,
-            max_queue=self._settings.max_queue,
-        )
-        self._engine = await asyncio.to_thread(BatchedLlamaEngine, config, self._metrics.observe_batch)
+        self._engine = await start_engine(self._settings, self._settings.model or DEFAULT_TEACHER, self._metrics)
+        self._metrics.track_engine(self._engine)
         template = self._engine.model.metadata("tokenizer.chat_template")
-        if self._settings.prompt_format == "completion":
-            template = None
-        self._format = format_for_template(template)
-        logger.info("llama.cpp teacher loaded from %s (%s slots)", path, config.n_slots)
-        # Warm-up: the first decode allocates compute buffers; do it before reporting SERVING.
-        await self._engine.submit("Q: 1+1?\nA:", SamplingParams(max_tokens=1)).wait()
+        self._format = select_prompt_format(self._settings.prompt_format, template)
 
-    def generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+    def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         return self._generate(params)
 
-    async def _generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+    async def _generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._engine is None:
             raise NotReadyError("the teacher model is not loaded yet")
         rendered = self._format.render(params.input)
-        sampling = SamplingParams(
-            max_tokens=params.max_guidance_tokens,
-            temperature=params.sampling.temperature,
-            top_p=params.sampling.top_p,
-            seed=params.sampling.seed,
-            stop=rendered.stop + params.sampling.stop,
-        )
-        try:
-            sequence = self._engine.submit(rendered.text, sampling)
-        except PromptTooLongError as error:
-            raise InvalidArgumentError("prompt", str(error)) from None
-        except QueueFullError as error:
-            raise OverloadedError(str(error)) from None
-        except EngineClosedError as error:
-            raise NotReadyError(str(error)) from None
+        sampling = SamplingParams.of(params.sampling, params.guidance_tokens, rendered.stop)
+        sequence = self._engine.submit(rendered.text, sampling)
         try:
             async for text in sequence.stream():
                 yield GuidanceDelta(text)
@@ -97,7 +72,7 @@ class LlamaCppBackend(TeacherBackend):
             cached_prompt_tokens=result.cached_prompt_tokens,
         )
 
-    def load(self) -> tuple[int, int]:
+    def occupancy(self) -> tuple[int, int]:
         if self._engine is None:
             return 0, 0
         return self._engine.occupancy()

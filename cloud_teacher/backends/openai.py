@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
-from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, ServerInfo
-from shared.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
 from shared.hardware import package_version
 from shared.metrics import GktMetrics
-from shared.prompts import CompletionFormat
+from shared.prompt_formats import select_prompt_format
+from shared.protocol.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, ServerInfo
+from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
+from shared.server.secrets import read_secret
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +32,14 @@ class OpenAIBackend(TeacherBackend):
         self._metrics = metrics
         self._client: httpx.AsyncClient | None = None
         self._model = settings.model or ""
-        # Completion endpoints take text: chat messages are rendered in the paper's Q/A transcript.
-        self._format = CompletionFormat()
+        # Completion endpoints take text, and the remote model's chat template is not known here: 'auto' renders
+        # chat messages in the paper's Q/A transcript, 'chat' is refused.
+        self._format = select_prompt_format(settings.prompt_format, None)
         self._running = 0
 
-    def _api_key(self) -> str | None:
-        if self._settings.openai_api_key is not None:
-            return self._settings.openai_api_key.get_secret_value()
-        if self._settings.openai_api_key_file is not None:
-            return self._settings.openai_api_key_file.read_text().strip()
-        return None
-
     async def start(self) -> None:
-        headers = {"Authorization": f"Bearer {key}"} if (key := self._api_key()) else {}
+        key = read_secret(self._settings.openai_api_key, self._settings.openai_api_key_file)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.AsyncClient(
             base_url=self._settings.openai_base_url.rstrip("/"),
             headers=headers,
@@ -62,17 +58,17 @@ class OpenAIBackend(TeacherBackend):
             self._model = models[0]
         logger.info("OpenAI-compatible teacher: %s at %s", self._model, self._settings.openai_base_url)
 
-    def generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+    def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         return self._generate(params)
 
-    async def _generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+    async def _generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._client is None:
             raise NotReadyError("the OpenAI backend is not started yet")
         rendered = self._format.render(params.input)
         body: dict[str, Any] = {
             "model": self._model,
             "prompt": rendered.text,
-            "max_tokens": params.max_guidance_tokens,
+            "max_tokens": params.guidance_tokens,
             "temperature": params.sampling.temperature,
             "top_p": params.sampling.top_p,
             "stream": True,
@@ -83,7 +79,7 @@ class OpenAIBackend(TeacherBackend):
         if params.sampling.seed is not None:
             body["seed"] = params.sampling.seed
         chunks = 0
-        usage: dict[str, int] = {}
+        usage: dict[str, Any] = {}
         finish_reason = "length"
         self._running += 1
         try:
@@ -110,7 +106,7 @@ class OpenAIBackend(TeacherBackend):
         finally:
             self._running -= 1
         # Servers that do not report usage in streams: one streamed chunk is one token on every server we know.
-        details = usage.get("prompt_tokens_details") or {}
+        details: dict[str, Any] = usage.get("prompt_tokens_details") or {}
         yield GuidanceDone(
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", chunks)),
@@ -118,7 +114,7 @@ class OpenAIBackend(TeacherBackend):
             cached_prompt_tokens=int(details.get("cached_tokens") or 0),
         )
 
-    def load(self) -> tuple[int, int]:
+    def occupancy(self) -> tuple[int, int]:
         return self._running, 0
 
     def info(self) -> ServerInfo:

@@ -7,18 +7,18 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
 from shared.catalog import CATALOG, DEFAULT_TEACHER, cache_dir
-from shared.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, ServerInfo
-from shared.errors import BackendError, InvalidArgumentError, NotReadyError
 from shared.hardware import hardware_summary, package_version
 from shared.metrics import GktMetrics
-from shared.prompts import CompletionFormat, PromptFormat, format_for_template
+from shared.prompt_formats import CompletionFormat, PromptFormat, select_prompt_format
+from shared.protocol.domain import FinishReason, GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, ServerInfo
+from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class VllmBackend(TeacherBackend):
         self._model_file = model
         args = AsyncEngineArgs(
             model=model,
-            dtype=checkpoint_dtype(model) if s.dtype == "auto" else s.dtype,
+            dtype=cast(Any, checkpoint_dtype(model) if s.dtype == "auto" else s.dtype),
             max_model_len=s.max_model_len,
             max_num_seqs=s.max_num_seqs,
             tensor_parallel_size=s.tensor_parallel_size,
@@ -125,16 +125,15 @@ class VllmBackend(TeacherBackend):
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()
         self._dtype = str(self._engine.model_config.dtype).removeprefix("torch.")
-        template = getattr(self._tokenizer, "chat_template", None)
-        self._format = format_for_template(None if s.prompt_format == "completion" else template)
+        self._format = select_prompt_format(s.prompt_format, getattr(self._tokenizer, "chat_template", None))
         # Warm-up before SERVING: the first request pays for graph/kernel set-up.
         async for _ in self._generate(_warmup_params()):
             pass
 
-    def generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+    def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         return self._generate(params)
 
-    async def _generate(self, params: GuidanceParams) -> AsyncIterator[GuidanceEvent]:
+    async def _generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._engine is None:
             raise NotReadyError("the vLLM engine is not started yet")
         from vllm import SamplingParams
@@ -143,14 +142,14 @@ class VllmBackend(TeacherBackend):
 
         rendered = self._format.render(params.input)
         prompt_ids = self._tokenizer.encode(rendered.text)
-        if len(prompt_ids) + params.max_guidance_tokens > self._max_model_len:
+        if len(prompt_ids) + params.guidance_tokens > self._max_model_len:
             raise InvalidArgumentError(
                 "prompt",
-                f"{len(prompt_ids)} prompt tokens + {params.max_guidance_tokens} guidance tokens exceed the "
+                f"{len(prompt_ids)} prompt tokens + {params.guidance_tokens} guidance tokens exceed the "
                 f"teacher's max model length {self._max_model_len}",
             )
         sampling = SamplingParams(
-            max_tokens=params.max_guidance_tokens,
+            max_tokens=params.guidance_tokens,
             temperature=params.sampling.temperature,
             top_p=params.sampling.top_p,
             seed=params.sampling.seed,
@@ -161,7 +160,7 @@ class VllmBackend(TeacherBackend):
         finished = False
         completion_tokens = 0
         cached_prompt_tokens = 0
-        finish_reason = "length"
+        finish_reason: FinishReason = "length"
         self._running += 1
         try:
             async for output in self._engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id):
@@ -191,7 +190,7 @@ class VllmBackend(TeacherBackend):
             cached_prompt_tokens=cached_prompt_tokens,
         )
 
-    def load(self) -> tuple[int, int]:
+    def occupancy(self) -> tuple[int, int]:
         return self._running, 0
 
     def info(self) -> ServerInfo:
@@ -215,8 +214,6 @@ class VllmBackend(TeacherBackend):
 
 
 def _warmup_params() -> GuidanceParams:
-    from shared.domain import PromptInput, Sampling
+    from shared.protocol.domain import PromptInput, Sampling
 
-    return GuidanceParams(
-        input=PromptInput(prompt="Q: 1+1?\nA:"), max_guidance_tokens=2, sampling=Sampling(0.0, 1.0, 0)
-    )
+    return GuidanceParams(input=PromptInput(prompt="Q: 1+1?\nA:"), guidance_tokens=2, sampling=Sampling(0.0, 1.0, 0))

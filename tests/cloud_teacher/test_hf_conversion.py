@@ -40,6 +40,7 @@ def test_vllm_runs_a_folder_in_the_dtype_it_was_saved_in(tmp_path: Path, config:
     assert checkpoint_dtype("Qwen/Qwen2.5-Coder-1.5B-Instruct") == "auto"  # a hub id: vLLM decides
 
 
+@pytest.mark.needs_models
 def test_the_default_teacher_folder_was_converted_and_checked_by_make_models() -> None:
     folder = hf_dir(CATALOG[DEFAULT_TEACHER])
     assert is_converted(folder)

@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from cloud_teacher.server import TeacherServer
 from shared.catalog import resolve_gguf
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
 from tests.conftest import closed_port, running_edge, teacher_settings
 
 API_KEY = "test-key-123"
@@ -73,13 +73,11 @@ async def test_guidance_streams_from_the_openai_server(openai_teacher: TeacherSe
     prompt = "Q: What do bees make?\nA:"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{openai_teacher.port}") as channel:
         stub = teacher_pb2_grpc.TeacherServiceStub(channel)
-        chunks = [
-            c async for c in stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt=prompt, max_guidance_tokens=12))
-        ]
-    text = "".join(c.text_delta for c in chunks)
+        chunks = [c async for c in stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt=prompt, guidance_tokens=12))]
+    text = "".join(c.delta.text for c in chunks)
     final = chunks[-1]
-    assert final.done and 0 < final.usage.completion_tokens <= 12
-    assert sum(bool(c.text_delta) for c in chunks) > 1, "the guidance should arrive as several deltas"
+    assert final.HasField("done") and 0 < final.done.usage.completion_tokens <= 12
+    assert sum(bool(c.delta.text) for c in chunks) > 1, "the guidance should arrive as several deltas"
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}) as client:
         direct = await client.post(
             f"{openai_server}/completions", json={"prompt": prompt, "max_tokens": 12, "temperature": 0.0}, timeout=60
@@ -103,22 +101,21 @@ async def test_cancel_drops_the_request_on_the_server(openai_teacher: TeacherSer
     async with grpc.aio.insecure_channel(f"127.0.0.1:{openai_teacher.port}") as channel:
         stub = teacher_pb2_grpc.TeacherServiceStub(channel)
         call = stub.StreamGuidance(
-            teacher_pb2.GuidanceRequest(prompt="Q: Count to one thousand.\nA:", max_guidance_tokens=1000)
+            teacher_pb2.GuidanceRequest(prompt="Q: Count to one thousand.\nA:", guidance_tokens=1000)
         )
         async for chunk in call:
-            if chunk.text_delta:
+            if chunk.delta.text:
                 break
         call.cancel()
         # llama.cpp's server runs one request at a time: had it kept generating ~1000 tokens for the cancelled
         # request, this short one would wait for it (~25 s here).
         started = time.monotonic()
         chunks = [
-            c
-            async for c in stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt="Q: Hi?\nA:", max_guidance_tokens=4))
+            c async for c in stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt="Q: Hi?\nA:", guidance_tokens=4))
         ]
-        assert chunks[-1].done
+        assert chunks[-1].HasField("done")
         assert time.monotonic() - started < 8
-        assert openai_teacher.backend.load() == (0, 0)
+        assert openai_teacher.backend.occupancy() == (0, 0)
 
 
 async def test_gkt_end_to_end_with_the_openai_backend(openai_teacher: TeacherServer) -> None:
@@ -126,7 +123,9 @@ async def test_gkt_end_to_end_with_the_openai_backend(openai_teacher: TeacherSer
         async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
             response = await edge_pb2_grpc.EdgeServiceStub(channel).Generate(
                 edge_pb2.GenerateRequest(
-                    messages=[common_pb2.ChatMessage(role="user", content="Describe a thunderstorm in detail.")],
+                    conversation=common_pb2.Conversation(
+                        messages=[common_pb2.ChatMessage(role="user", content="Describe a thunderstorm in detail.")]
+                    ),
                     guidance_tokens=8,
                     max_tokens=16,
                 )

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from cloud_teacher.server import TeacherServer
 from edge_student.settings import EdgeSettings
 from shared.catalog import DEFAULT_STUDENT, DEFAULT_TEACHER
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
 from tests.conftest import counter_total, running, running_edge, teacher_settings, wait_until
 
 
@@ -30,18 +30,19 @@ async def vllm_teacher() -> AsyncIterator[TeacherServer]:
 PROMPT = "Q: Name the planets of the solar system and describe each one.\nA:"
 
 
-def guidance_request(k: int, prompt: str = PROMPT, **fields: object) -> teacher_pb2.GuidanceRequest:
-    return teacher_pb2.GuidanceRequest(prompt=prompt, max_guidance_tokens=k, **fields)
+def guidance_request(k: int, prompt: str = PROMPT) -> teacher_pb2.GuidanceRequest:
+    return teacher_pb2.GuidanceRequest(prompt=prompt, guidance_tokens=k)
 
 
 async def stream_text(
     stub: teacher_pb2_grpc.TeacherServiceStub, request: teacher_pb2.GuidanceRequest
-) -> tuple[str, teacher_pb2.GuidanceChunk]:
+) -> tuple[str, teacher_pb2.GuidanceDone]:
+    """The guidance text and the stream's final `GuidanceDone`."""
     text, final = "", None
     async for chunk in stub.StreamGuidance(request):
-        text += chunk.text_delta
-        if chunk.done:
-            final = chunk
+        text += chunk.delta.text
+        if chunk.HasField("done"):
+            final = chunk.done
     assert final is not None, "no final chunk"
     return text, final
 
@@ -122,13 +123,13 @@ async def test_cancel_mid_stream_aborts_the_engine_request(vllm_teacher: Teacher
         call = stub.StreamGuidance(guidance_request(1000, "Q: Count from one to one thousand in words.\nA:"))
         received = 0
         async for chunk in call:
-            received += bool(chunk.text_delta)
+            received += bool(chunk.delta.text)
             if received >= 3:
                 break
         assert engine.output_processor.get_num_unfinished_requests() == 1
         call.cancel()
         await wait_until(lambda: engine.output_processor.get_num_unfinished_requests() == 0)
-        await wait_until(lambda: vllm_teacher.backend.load() == (0, 0))
+        await wait_until(lambda: vllm_teacher.backend.occupancy() == (0, 0))
         settled = vllm_generation_tokens()
         await asyncio.sleep(1.5)  # vLLM logs stats each step; a live request would keep adding tokens
         assert vllm_generation_tokens() == settled, "the engine kept generating for a cancelled request"
@@ -143,10 +144,12 @@ async def test_gkt_end_to_end_with_the_default_pair(vllm_teacher: TeacherServer)
             question = "What is the capital of France? Answer in one short sentence."
             response = await stub.Generate(
                 edge_pb2.GenerateRequest(
-                    messages=[common_pb2.ChatMessage(role="user", content=question)],
+                    conversation=common_pb2.Conversation(
+                        messages=[common_pb2.ChatMessage(role="user", content=question)]
+                    ),
                     guidance_tokens=3,
                     max_tokens=16,
-                    temperature=0.0,
+                    sampling=common_pb2.Sampling(temperature=0.0),
                 )
             )
             info = await stub.GetInfo(common_pb2.GetInfoRequest())

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from shared.catalog import cache_dir
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 from tests.conftest import closed_port
 
 DOCKER = Path(__file__).resolve().parents[2] / "deploy" / "docker"
@@ -94,7 +94,9 @@ async def test_cloud_cpu_and_edge_images_come_up_and_answer() -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{edge_port}") as channel:
             response = await edge_pb2_grpc.EdgeServiceStub(channel).Generate(
                 edge_pb2.GenerateRequest(
-                    messages=[common_pb2.ChatMessage(role="user", content="What is a lighthouse?")],
+                    conversation=common_pb2.Conversation(
+                        messages=[common_pb2.ChatMessage(role="user", content="What is a lighthouse?")]
+                    ),
                     guidance_tokens=6,
                     max_tokens=8,
                 ),

@@ -5,30 +5,38 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 
-USER = [common_pb2.ChatMessage(role="user", content="hi")]
+USER = common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content="hi")])
+
+
+def raw(prompt: str = "x", **sampling: object) -> edge_pb2.GenerateRequest:
+    """A raw-prompt request with the given sampling settings."""
+    return edge_pb2.GenerateRequest(prompt=prompt, sampling=common_pb2.Sampling(**sampling))  # type: ignore[arg-type]
+
+
+def conversation(*messages: common_pb2.ChatMessage) -> edge_pb2.GenerateRequest:
+    return edge_pb2.GenerateRequest(conversation=common_pb2.Conversation(messages=messages))
+
 
 BAD_REQUESTS = {
     "empty prompt": (edge_pb2.GenerateRequest(), "prompt"),
-    "prompt and messages": (edge_pb2.GenerateRequest(prompt="x", messages=USER), "prompt"),
+    # The input is a `oneof`: a prompt and a conversation cannot both be sent; an empty conversation is no input.
+    "empty conversation": (conversation(), "prompt"),
     "max_tokens zero": (edge_pb2.GenerateRequest(prompt="x", max_tokens=0), "max_tokens"),
     "max_tokens negative": (edge_pb2.GenerateRequest(prompt="x", max_tokens=-5), "max_tokens"),
     "max_tokens above limit": (edge_pb2.GenerateRequest(prompt="x", max_tokens=1_000_000), "max_tokens"),
     "K negative": (edge_pb2.GenerateRequest(prompt="x", guidance_tokens=-1), "guidance_tokens"),
     "K above limit": (edge_pb2.GenerateRequest(prompt="x", guidance_tokens=100_000), "guidance_tokens"),
-    "temperature negative": (edge_pb2.GenerateRequest(prompt="x", temperature=-0.1), "temperature"),
-    "temperature too high": (edge_pb2.GenerateRequest(prompt="x", temperature=7.0), "temperature"),
-    "temperature NaN": (edge_pb2.GenerateRequest(prompt="x", temperature=float("nan")), "temperature"),
-    "top_p zero": (edge_pb2.GenerateRequest(prompt="x", top_p=0.0), "top_p"),
-    "top_p above one": (edge_pb2.GenerateRequest(prompt="x", top_p=1.5), "top_p"),
+    "temperature negative": (raw(temperature=-0.1), "temperature"),
+    "temperature too high": (raw(temperature=7.0), "temperature"),
+    "temperature NaN": (raw(temperature=float("nan")), "temperature"),
+    "top_p zero": (raw(top_p=0.0), "top_p"),
+    "top_p above one": (raw(top_p=1.5), "top_p"),
     "unknown mode": (edge_pb2.GenerateRequest(prompt="x", mode=42), "mode"),  # type: ignore[arg-type]
-    "unknown role": (
-        edge_pb2.GenerateRequest(messages=[common_pb2.ChatMessage(role="wizard", content="x")]),
-        "messages[0].role",
-    ),
-    "empty message": (edge_pb2.GenerateRequest(messages=[common_pb2.ChatMessage(role="user")]), "messages[0].content"),
-    "empty stop": (edge_pb2.GenerateRequest(prompt="x", stop=[""]), "stop[0]"),
+    "unknown role": (conversation(common_pb2.ChatMessage(role="wizard", content="x")), "messages[0].role"),
+    "empty message": (conversation(common_pb2.ChatMessage(role="user")), "messages[0].content"),
+    "empty stop": (raw(stop=[""]), "stop[0]"),
     # ~6k student tokens: fits the character limit but not the 2,048-token context of a slot.
     "prompt longer than the context": (edge_pb2.GenerateRequest(prompt="lorem ipsum " * 3000), "prompt"),
 }
@@ -56,7 +64,7 @@ async def test_server_keeps_serving_after_bad_requests(edge_stub: edge_pb2_grpc.
         with pytest.raises(grpc.aio.AioRpcError):
             await edge_stub.Generate(request)
     response = await edge_stub.Generate(
-        edge_pb2.GenerateRequest(messages=USER, mode=edge_pb2.MODE_STUDENT_ONLY, max_tokens=4)
+        edge_pb2.GenerateRequest(conversation=USER, mode=edge_pb2.MODE_STUDENT_ONLY, max_tokens=4)
     )
     assert response.student_text
 
@@ -67,6 +75,6 @@ async def test_message_larger_than_the_limit_is_refused(edge_stub: edge_pb2_grpc
         await edge_stub.Generate(huge)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     response = await edge_stub.Generate(
-        edge_pb2.GenerateRequest(messages=USER, mode=edge_pb2.MODE_STUDENT_ONLY, max_tokens=2)
+        edge_pb2.GenerateRequest(conversation=USER, mode=edge_pb2.MODE_STUDENT_ONLY, max_tokens=2)
     )
     assert response.student_text

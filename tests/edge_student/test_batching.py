@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from edge_student.server import EdgeServer
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 from tests.conftest import counter_total, running_edge, wait_until
 from tests.fake_teachers import ScriptedTeacher, start_fake_teacher
 
@@ -18,7 +18,7 @@ TOPICS = ["rivers", "volcanoes", "bread", "bicycles", "the moon", "honey bees", 
 
 def ask(topic: str, **fields: object) -> edge_pb2.GenerateRequest:
     message = common_pb2.ChatMessage(role="user", content=f"Tell me about {topic}.")
-    return edge_pb2.GenerateRequest(messages=[message], **fields)
+    return edge_pb2.GenerateRequest(conversation=common_pb2.Conversation(messages=[message]), **fields)
 
 
 def stub_for(server: EdgeServer, channel: grpc.aio.Channel | None = None) -> edge_pb2_grpc.EdgeServiceStub:
@@ -153,10 +153,10 @@ async def test_client_cancel_aborts_the_teacher_request(
 ) -> None:
     call = edge_stub.GenerateStream(ask("the history of the world", guidance_tokens=500, max_tokens=8))
     async for chunk in call:
-        if chunk.segment == edge_pb2.SEGMENT_GUIDANCE:
+        if chunk.delta.segment == edge_pb2.SEGMENT_GUIDANCE:
             break  # the teacher is generating guidance for us now
-    assert teacher_server.backend.load()[0] == 1
+    assert teacher_server.backend.occupancy()[0] == 1
     call.cancel()
     # The edge stops reading, cancels its teacher call, and the teacher's engine drops the sequence.
-    await wait_until(lambda: teacher_server.backend.load() == (0, 0))
+    await wait_until(lambda: teacher_server.backend.occupancy() == (0, 0))
     await wait_until(lambda: slots_free(edge_server))

@@ -6,13 +6,12 @@ import time
 
 import grpc
 
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 from tests.conftest import closed_port, running_edge
 from tests.fake_teachers import ScriptedTeacher, start_fake_teacher
 
-REQUEST = edge_pb2.GenerateRequest(
-    messages=[common_pb2.ChatMessage(role="user", content="Name three colours.")], guidance_tokens=10, max_tokens=12
-)
+QUESTION = common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content="Name three colours.")])
+REQUEST = edge_pb2.GenerateRequest(conversation=QUESTION, guidance_tokens=10, max_tokens=12)
 
 
 async def ask(port: int, request: edge_pb2.GenerateRequest = REQUEST) -> edge_pb2.GenerateResponse:
@@ -25,12 +24,12 @@ async def test_teacher_down_answers_student_only_degraded() -> None:
         started = time.monotonic()
         response = await ask(edge.port)
         assert time.monotonic() - started < 20
-        assert response.degraded and response.degraded_reason == "unavailable"
+        assert response.degraded and response.degraded_reason == edge_pb2.DEGRADED_REASON_UNAVAILABLE
         assert response.guidance_text == "" and response.student_text
         assert response.usage.teacher_completion_tokens == 0
         teacher_only = await ask(
             edge.port,
-            edge_pb2.GenerateRequest(messages=REQUEST.messages, mode=edge_pb2.MODE_TEACHER_ONLY, max_tokens=8),
+            edge_pb2.GenerateRequest(conversation=QUESTION, mode=edge_pb2.MODE_TEACHER_ONLY, max_tokens=8),
         )
         assert teacher_only.degraded and teacher_only.student_text
 
@@ -43,7 +42,7 @@ async def test_teacher_slower_than_first_token_deadline() -> None:
             started = time.monotonic()
             response = await ask(edge.port)
             assert time.monotonic() - started < 10
-            assert response.degraded and response.degraded_reason == "deadline"
+            assert response.degraded and response.degraded_reason == edge_pb2.DEGRADED_REASON_DEADLINE
             assert response.guidance_text == "" and response.student_text
             assert hanging.calls >= 1
     finally:
@@ -56,7 +55,7 @@ async def test_guidance_cut_by_total_deadline_keeps_what_arrived() -> None:
     try:
         async with running_edge(port, guidance_timeout_seconds=1.0) as edge:
             response = await ask(edge.port)
-            assert response.degraded and response.degraded_reason == "deadline"
+            assert response.degraded and response.degraded_reason == edge_pb2.DEGRADED_REASON_DEADLINE
             assert response.guidance_text == " Red,"
             assert response.text.startswith(" Red,") and response.student_text
     finally:

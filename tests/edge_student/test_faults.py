@@ -4,40 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.stack import ServiceProcess, launch
+from shared.launch import ServiceProcess, launch_teacher
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 from tests.conftest import closed_port, running_edge
-
-BIN = Path(sys.executable).parent
 
 
 def chat(question: str, **fields: object) -> edge_pb2.GenerateRequest:
-    return edge_pb2.GenerateRequest(messages=[common_pb2.ChatMessage(role="user", content=question)], **fields)
+    messages = [common_pb2.ChatMessage(role="user", content=question)]
+    return edge_pb2.GenerateRequest(conversation=common_pb2.Conversation(messages=messages), **fields)
 
 
 def start_teacher(port: int) -> ServiceProcess:
-    teacher = launch(
-        "fault-teacher",
-        [
-            str(BIN / "gkt-teacher"),
-            "--backend",
-            "llamacpp",
-            "--port",
-            str(port),
-            "--n-threads",
-            "1",
-            "--log-level",
-            "WARNING",
-        ],
+    teacher = launch_teacher(
+        "llamacpp", ["--model", "gemma3-270m", "--n-threads", "1", "--log-level", "WARNING"], port=port
     )
     teacher.wait_ready(timeout=120)
     return teacher
@@ -69,22 +55,22 @@ async def test_teacher_killed_hung_restarted_and_the_breaker() -> None:
                 async for chunk in call:
                     if chunk.HasField("final"):
                         final = chunk.final
-                    elif chunk.segment == edge_pb2.SEGMENT_GUIDANCE:
-                        guidance_so_far += chunk.text_delta
+                    elif chunk.delta.segment == edge_pb2.SEGMENT_GUIDANCE:
+                        guidance_so_far += chunk.delta.text
                         if len(guidance_so_far) > 20 and teacher.process.poll() is None:
                             teacher.process.kill()
                 assert final is not None
-                assert final.degraded and final.degraded_reason == "unavailable"
+                assert final.degraded and final.degraded_reason == edge_pb2.DEGRADED_REASON_UNAVAILABLE
                 assert final.guidance_text == guidance_so_far and len(final.guidance_text) > 20
                 assert final.text.startswith(final.guidance_text) and final.student_text
                 assert final.usage.teacher_completion_tokens == 0, "the usage never arrived from the dead teacher"
 
                 # Killed before the stream: the breaker now opens (2 failures) and answers skip the teacher.
                 down = await stub.Generate(chat("What is rain?", guidance_tokens=4, max_tokens=6))
-                assert down.degraded and down.degraded_reason == "unavailable"
+                assert down.degraded and down.degraded_reason == edge_pb2.DEGRADED_REASON_UNAVAILABLE
                 started = time.monotonic()
                 skipped = await stub.Generate(chat("What is snow?", guidance_tokens=4, max_tokens=6))
-                assert skipped.degraded and skipped.degraded_reason == "circuit_open"
+                assert skipped.degraded and skipped.degraded_reason == edge_pb2.DEGRADED_REASON_CIRCUIT_OPEN
                 assert time.monotonic() - started < 5
                 assert edge.breaker.state == "open"
                 assert await metric(edge.grpc.metrics_port, "gkt_teacher_circuit_open{") == 1
@@ -145,5 +131,8 @@ async def test_hanging_teacher_hits_the_deadline(silent_listener: int) -> None:
                 chat("What is fog?", guidance_tokens=4, max_tokens=6), timeout=30
             )
     assert time.monotonic() - started < 10
-    assert response.degraded and response.degraded_reason in ("deadline", "unavailable")
+    assert response.degraded and response.degraded_reason in (
+        edge_pb2.DEGRADED_REASON_DEADLINE,
+        edge_pb2.DEGRADED_REASON_UNAVAILABLE,
+    )
     assert response.student_text

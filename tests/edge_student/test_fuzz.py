@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_student.server import EdgeServer
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 
 DEFINED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
 INT32 = st.integers(-(2**31), 2**31 - 1)
@@ -35,21 +35,29 @@ MESSAGES = st.lists(
 @st.composite
 def requests(draw: st.DrawFn) -> edge_pb2.GenerateRequest:
     request = edge_pb2.GenerateRequest(
-        prompt=draw(st.one_of(st.just(""), TEXT)),
-        messages=draw(MESSAGES),
         system_prompt=draw(st.one_of(st.just(""), TEXT)),
         mode=draw(st.one_of(st.sampled_from([0, 1, 2, 3]), INT32)),
-        stop=draw(st.lists(st.one_of(st.just(""), TEXT), max_size=10)),
     )
-    for field, strategy in (
-        ("max_tokens", MAX_TOKENS),
-        ("guidance_tokens", GUIDANCE),
-        ("temperature", FLOATS),
-        ("top_p", FLOATS),
-        ("seed", st.integers(-(2**63), 2**63 - 1)),
-    ):
+    # The input is a `oneof`: a raw prompt, a conversation, or neither.
+    match draw(st.sampled_from(["prompt", "conversation", "none"])):
+        case "prompt":
+            request.prompt = draw(st.one_of(st.just(""), TEXT))
+        case "conversation":
+            request.conversation.SetInParent()
+            request.conversation.messages.extend(draw(MESSAGES))
+    for field, strategy in (("max_tokens", MAX_TOKENS), ("guidance_tokens", GUIDANCE)):
         if draw(st.booleans()):
             setattr(request, field, draw(strategy))
+    if draw(st.booleans()):
+        request.sampling.SetInParent()
+        request.sampling.stop.extend(draw(st.lists(st.one_of(st.just(""), TEXT), max_size=10)))
+        for field, strategy in (
+            ("temperature", FLOATS),
+            ("top_p", FLOATS),
+            ("seed", st.integers(-(2**63), 2**63 - 1)),
+        ):
+            if draw(st.booleans()):
+                setattr(request.sampling, field, draw(strategy))
     return request
 
 
@@ -85,7 +93,8 @@ async def test_fuzzed_requests_get_defined_statuses(edge_server: EdgeServer) -> 
             st.sampled_from(
                 [
                     b"\x0a\x02\xff\xfe",  # prompt with invalid UTF-8
-                    b"\x12\x04\x0a\x02\xc3\x28",  # a message whose role is invalid UTF-8
+                    b"\x12\x06\x0a\x04\x0a\x02\xc3\x28",  # a conversation whose message's role is invalid UTF-8
+                    b"\x0a\x01x\x12\x06\x0a\x04\x0a\x02hi",  # a prompt, then a conversation (the last one wins)
                     b"\x0a\x01x\x0a\x01y",  # the prompt field twice (last one wins)
                     b"\x30\xff\xff\xff\xff\x0f",  # max_tokens = -1 as a varint
                     b"\x0a\xff\xff\xff\xff\x0f",  # a length far past the end
@@ -108,6 +117,9 @@ async def test_fuzzed_requests_get_defined_statuses(edge_server: EdgeServer) -> 
         health = await health_pb2_grpc.HealthStub(aio_channel).Check(health_pb2.HealthCheckRequest())
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         response = await edge_pb2_grpc.EdgeServiceStub(aio_channel).Generate(
-            edge_pb2.GenerateRequest(messages=[common_pb2.ChatMessage(role="user", content="Hello!")], max_tokens=8)
+            edge_pb2.GenerateRequest(
+                conversation=common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content="Hello!")]),
+                max_tokens=8,
+            )
         )
     assert response.text and not response.degraded

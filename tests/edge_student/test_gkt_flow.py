@@ -7,14 +7,24 @@ from prometheus_client import CollectorRegistry
 
 from cloud_teacher.server import TeacherServer
 from edge_student.server import EdgeServer
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
 from tests.conftest import counter_total
 
 QUESTION = "Explain in detail how plants turn sunlight into food."
 
 
+def conversation(question: str = QUESTION) -> common_pb2.Conversation:
+    return common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content=question)])
+
+
 def chat(question: str = QUESTION, **fields: object) -> edge_pb2.GenerateRequest:
-    return edge_pb2.GenerateRequest(messages=[common_pb2.ChatMessage(role="user", content=question)], **fields)
+    """A one-question chat request; temperature, top_p, seed and stop go into `sampling`."""
+    sampling = {key: fields.pop(key) for key in ("temperature", "top_p", "seed", "stop") if key in fields}
+    return edge_pb2.GenerateRequest(
+        conversation=conversation(question),
+        sampling=common_pb2.Sampling(**sampling),  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 def teacher_calls(registry: CollectorRegistry) -> float:
@@ -88,11 +98,9 @@ async def test_teacher_only_is_the_teachers_answer_alone(
     response = await edge_stub.Generate(chat(mode=edge_pb2.MODE_TEACHER_ONLY, max_tokens=30))
     direct = ""
     async for chunk in teacher_stub.StreamGuidance(
-        teacher_pb2.GuidanceRequest(
-            messages=[common_pb2.ChatMessage(role="user", content=QUESTION)], max_guidance_tokens=30
-        )
+        teacher_pb2.GuidanceRequest(conversation=conversation(), guidance_tokens=30)
     ):
-        direct += chunk.text_delta
+        direct += chunk.delta.text
     assert response.text == response.guidance_text == direct
     assert response.student_text == ""
     assert response.usage.student_prompt_tokens == 0 and response.usage.student_completion_tokens == 0
@@ -125,8 +133,8 @@ async def test_stream_yields_guidance_then_student_and_matches_unary(
         if chunk.HasField("final"):
             final = chunk.final
             continue
-        segments.append(chunk.segment)
-        text += chunk.text_delta
+        segments.append(chunk.delta.segment)
+        text += chunk.delta.text
     assert final is not None, "the stream ended without its final chunk"
     assert segments, "no deltas were streamed"
     first_student = segments.index(edge_pb2.SEGMENT_STUDENT)
@@ -151,7 +159,9 @@ async def test_system_prompt_and_stop_sequences_are_applied(edge_stub: edge_pb2_
 async def test_raw_prompt_in_paper_format(edge_stub: edge_pb2_grpc.EdgeServiceStub) -> None:
     prompt = "Q: There are 3 cars and 2 more arrive. How many cars are there?\nA: Let's think step by step."
     response = await edge_stub.Generate(
-        edge_pb2.GenerateRequest(prompt=prompt, guidance_tokens=6, max_tokens=16, stop=["\nQ:"])
+        edge_pb2.GenerateRequest(
+            prompt=prompt, guidance_tokens=6, max_tokens=16, sampling=common_pb2.Sampling(stop=["\nQ:"])
+        )
     )
     assert response.text.startswith(response.guidance_text) and response.guidance_text
     assert "\nQ:" not in response.text

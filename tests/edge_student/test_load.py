@@ -13,7 +13,7 @@ import grpc
 
 from edge_student.server import EdgeServer
 from shared.catalog import cache_dir
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 from tests.conftest import wait_until
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,10 @@ async def test_load_mixed_modes_cancels_and_deadlines(edge_server: EdgeServer) -
         async def one(i: int) -> None:
             message = common_pb2.ChatMessage(role="user", content=f"Tell me about {TOPICS[i % 8]}.")
             request = edge_pb2.GenerateRequest(
-                messages=[message], mode=MODES[i % 3], guidance_tokens=1 + i % 4, max_tokens=2 + i % 7
+                conversation=common_pb2.Conversation(messages=[message]),
+                mode=MODES[i % 3],
+                guidance_tokens=1 + i % 4,
+                max_tokens=2 + i % 7,
             )
             kind = "cancel" if i % 10 == 7 else "deadline" if i % 10 == 3 else "normal"
             expected.append(kind)

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-from pathlib import Path
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_teacher.server import TeacherServer
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.stack import launch
-
-BIN = Path(sys.executable).parent
+from shared.launch import launch_edge
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 
 
 async def in_system(metrics_port: int | None) -> float:
@@ -29,23 +25,10 @@ async def in_system(metrics_port: int | None) -> float:
 
 
 async def test_sigterm_during_load(teacher_server: TeacherServer) -> None:
-    edge = launch(
-        "shutdown-edge",
-        [
-            str(BIN / "gkt-edge"),
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--teacher-address",
-            f"127.0.0.1:{teacher_server.port}",
-            "--n-slots",
-            "2",
-            "--shutdown-grace-seconds",
-            "60",
-            "--log-level",
-            "WARNING",
-        ],
+    edge = launch_edge(
+        f"127.0.0.1:{teacher_server.port}",
+        ["--model", "smollm2-135m", "--n-slots", "2", "--shutdown-grace-seconds", "60", "--log-level", "WARNING"],
+        metrics_port=0,
     )
     await asyncio.to_thread(edge.wait_ready, 120)
     address = f"127.0.0.1:{edge.port}"
@@ -54,7 +37,9 @@ async def test_sigterm_during_load(teacher_server: TeacherServer) -> None:
             stub = edge_pb2_grpc.EdgeServiceStub(channel)
             requests = [
                 edge_pb2.GenerateRequest(
-                    messages=[common_pb2.ChatMessage(role="user", content=f"Write a story about the number {i}.")],
+                    conversation=common_pb2.Conversation(
+                        messages=[common_pb2.ChatMessage(role="user", content=f"Write a story about the number {i}.")]
+                    ),
                     mode=edge_pb2.MODE_GKT if i % 2 else edge_pb2.MODE_STUDENT_ONLY,
                     guidance_tokens=4,
                     max_tokens=40,

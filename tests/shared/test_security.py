@@ -14,14 +14,16 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_teacher.server import TeacherServer
-from shared.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 from tests.certs import CertFiles, CertificateAuthority
 from tests.conftest import running_edge, running_teacher
 
 APP_TOKEN = "app-secret-token-6f1c"
 EDGE_TO_TEACHER_TOKEN = "edge-secret-token-93ab"
 REQUEST = edge_pb2.GenerateRequest(
-    messages=[common_pb2.ChatMessage(role="user", content="What is a cloud?")], guidance_tokens=4, max_tokens=6
+    conversation=common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content="What is a cloud?")]),
+    guidance_tokens=4,
+    max_tokens=6,
 )
 
 
@@ -136,7 +138,7 @@ async def test_edge_with_a_strangers_certificate_is_refused_by_the_teacher(
         async with app_channel(pki, edge.port) as channel:
             response = await edge_pb2_grpc.EdgeServiceStub(channel).Generate(REQUEST, metadata=bearer(APP_TOKEN))
     # The teacher's TLS handshake refuses the stranger: the edge answers alone, and says so.
-    assert response.degraded and response.degraded_reason == "unavailable"
+    assert response.degraded and response.degraded_reason == edge_pb2.DEGRADED_REASON_UNAVAILABLE
     assert response.guidance_text == "" and response.student_text
 
 
@@ -144,7 +146,7 @@ async def test_edge_with_the_wrong_teacher_token_is_refused(pki: Pki, secure_tea
     async with running_edge(f"localhost:{secure_teacher.port}", **edge_security(pki, token="not-it")) as edge:
         async with app_channel(pki, edge.port) as channel:
             response = await edge_pb2_grpc.EdgeServiceStub(channel).Generate(REQUEST, metadata=bearer(APP_TOKEN))
-    assert response.degraded and response.degraded_reason == "unauthorized"
+    assert response.degraded and response.degraded_reason == edge_pb2.DEGRADED_REASON_UNAUTHORIZED
     assert response.student_text
 
 

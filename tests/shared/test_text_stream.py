@@ -1,6 +1,6 @@
 """TextStream: whole UTF-8 characters only, stop sequences cut out and never leaked."""
 
-from shared.text_stream import TextStream
+from shared.llama.text_stream import TextStream
 
 
 def test_releases_text_without_stops() -> None:

@@ -1,0 +1,84 @@
+"""`gkt ask`: one question to the edge, printed with the teacher's part highlighted and the usage per tier."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from edge_student.client import MODES, EdgeClient
+from shared.protocol.convert import degraded_reason_name
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2
+
+
+def response_to_json(response: edge_pb2.GenerateResponse) -> dict[str, Any]:
+    """The response as plain JSON (snake_case keys, every field present, enums as lower-case words)."""
+    data = MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    data["mode"] = {v: k for k, v in MODES.items()}.get(response.mode, "gkt")  # unset means GKT
+    data["finish_reason"] = common_pb2.FinishReason.Name(response.finish_reason).removeprefix("FINISH_REASON_").lower()
+    data["degraded_reason"] = degraded_reason_name(response.degraded_reason)
+    return data
+
+
+def _print_human(response: edge_pb2.GenerateResponse) -> None:
+    u, t = response.usage, response.timings
+    out = sys.stdout
+    out.write(f"\033[1;36m{response.guidance_text}\033[0m{response.student_text}\n\n")
+    out.write("(teacher-written part in cyan)\n" if response.guidance_text else "")
+    if response.degraded:
+        reason = degraded_reason_name(response.degraded_reason)
+        out.write(f"DEGRADED: the teacher could not help ({reason}); the student answered alone\n")
+    out.write(
+        f"teacher: {u.teacher_prompt_tokens} prompt + {u.teacher_completion_tokens} generated tokens, "
+        f"first token {t.teacher_time_to_first_token_seconds:.3f}s, total {t.teacher_total_seconds:.3f}s\n"
+        f"student: {u.student_prompt_tokens} prompt (incl. {u.student_guidance_tokens} guidance) + "
+        f"{u.student_completion_tokens} generated tokens, prefill {t.student_prefill_seconds:.3f}s, "
+        f"decode {t.student_decode_seconds:.3f}s\n"
+        f"edge: first token {t.time_to_first_token_seconds:.3f}s, total {t.total_seconds:.3f}s\n"
+    )
+
+
+def ask_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gkt ask", description="Ask the edge service one question.")
+    parser.add_argument("question")
+    parser.add_argument("--edge", default="127.0.0.1:50052", help="edge address host:port (default %(default)s)")
+    parser.add_argument("--mode", choices=list(MODES), default="gkt")
+    parser.add_argument("--guidance-tokens", type=int, help="K: teacher tokens of guidance (edge default if unset)")
+    parser.add_argument("--max-tokens", type=int, help="most tokens after the guidance (edge default if unset)")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--system-prompt", default="")
+    parser.add_argument("--token", help="bearer token, if the edge requires one")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    settings = {
+        key: value
+        for key, value in {
+            "guidance_tokens": args.guidance_tokens,
+            "max_tokens": args.max_tokens,
+            "temperature": args.temperature,
+            "seed": args.seed,
+        }.items()
+        if value is not None
+    }
+    client = EdgeClient(args.edge, token=args.token)
+    try:
+        response = client.ask(
+            args.question, mode=args.mode, timeout=args.timeout, system_prompt=args.system_prompt, **settings
+        )
+    except grpc.RpcError as error:
+        sys.stderr.write(f"gkt ask: {error.code().name}: {error.details()}\n")
+        return 1
+    finally:
+        client.close()
+    if args.json:
+        sys.stdout.write(json.dumps(response_to_json(response), indent=2) + "\n")
+    else:
+        _print_human(response)
+    return 0

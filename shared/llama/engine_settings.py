@@ -1,0 +1,50 @@
+"""The batched llama.cpp engine's knobs, declared once for every tier that runs it, and how to start it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pydantic import BaseModel, Field
+
+from shared.catalog import resolve_gguf
+from shared.llama.engine import BatchedLlamaEngine, EngineConfig, SamplingParams
+from shared.metrics import GktMetrics
+
+logger = logging.getLogger(__name__)
+
+
+class EngineSettings(BaseModel):
+    """Mixed into a tier's settings (the edge's, and the teacher's for its llamacpp backend)."""
+
+    n_slots: int = Field(4, ge=1, le=64, description="llama.cpp engine: requests decoded together in one batch.")
+    n_ctx_per_slot: int = Field(
+        2048, ge=64, description="llama.cpp engine: context tokens per request (prompt + guidance + answer)."
+    )
+    n_threads: int = Field(
+        1, ge=1, description="llama.cpp engine: CPU threads (the default leaves a core to a co-located other tier)."
+    )
+    prefill_chunk: int = Field(128, ge=8, description="llama.cpp engine: most prompt tokens prefilled per step.")
+    max_queue: int = Field(
+        64, ge=0, description="llama.cpp engine: requests that may wait for a free slot; beyond, RESOURCE_EXHAUSTED."
+    )
+
+
+async def start_engine(settings: EngineSettings, model: str, metrics: GktMetrics) -> BatchedLlamaEngine:
+    """Resolves `model` (a catalog name or a GGUF path), loads it into a batched engine and warms it up.
+
+    The warm-up decode allocates llama.cpp's compute buffers, so the first real request does not pay for it.
+    """
+    path = await asyncio.to_thread(resolve_gguf, model)
+    config = EngineConfig(
+        model_path=path,
+        n_slots=settings.n_slots,
+        n_ctx_per_slot=settings.n_ctx_per_slot,
+        n_threads=settings.n_threads,
+        prefill_chunk=settings.prefill_chunk,
+        max_queue=settings.max_queue,
+    )
+    engine = await asyncio.to_thread(BatchedLlamaEngine, config, metrics.observe_batch)
+    await engine.submit("Hello", SamplingParams(max_tokens=1)).wait()
+    logger.info("llama.cpp engine: %s, %d slots, %d thread(s)", path, config.n_slots, config.n_threads)
+    return engine

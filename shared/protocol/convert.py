@@ -1,0 +1,177 @@
+"""Protobuf <-> domain dataclasses, for both services; the only module besides servicers that touches protobuf."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from shared.protocol.domain import (
+    Answer,
+    AnswerDelta,
+    ChatMessage,
+    DegradedReason,
+    FinishReason,
+    GuidanceDone,
+    GuidanceParams,
+    Mode,
+    PromptInput,
+    Sampling,
+    ServerInfo,
+    TeacherTimings,
+)
+from shared.protocol.gkt.v1 import common_pb2, edge_pb2, teacher_pb2
+from shared.protocol.validation import validate_prompt_input, validate_sampling
+from shared.server.errors import InvalidArgumentError
+from shared.server.settings_base import TierSettings
+
+_FINISH_TO_PB = {
+    "length": common_pb2.FINISH_REASON_LENGTH,
+    "stop": common_pb2.FINISH_REASON_STOP,
+    "cancelled": common_pb2.FINISH_REASON_CANCELLED,
+}
+_FINISH_FROM_PB: dict[int, FinishReason] = {v: k for k, v in _FINISH_TO_PB.items()}  # type: ignore[misc]
+_MODE_TO_PB = {
+    "gkt": edge_pb2.MODE_GKT,
+    "student_only": edge_pb2.MODE_STUDENT_ONLY,
+    "teacher_only": edge_pb2.MODE_TEACHER_ONLY,
+}
+_MODE_FROM_PB: dict[int, Mode] = {
+    edge_pb2.MODE_UNSPECIFIED: "gkt",
+    edge_pb2.MODE_GKT: "gkt",
+    edge_pb2.MODE_STUDENT_ONLY: "student_only",
+    edge_pb2.MODE_TEACHER_ONLY: "teacher_only",
+}
+_SEGMENT_TO_PB = {"guidance": edge_pb2.SEGMENT_GUIDANCE, "student": edge_pb2.SEGMENT_STUDENT}
+_DEGRADED_TO_PB = {
+    "unavailable": edge_pb2.DEGRADED_REASON_UNAVAILABLE,
+    "deadline": edge_pb2.DEGRADED_REASON_DEADLINE,
+    "overloaded": edge_pb2.DEGRADED_REASON_OVERLOADED,
+    "unauthorized": edge_pb2.DEGRADED_REASON_UNAUTHORIZED,
+    "error": edge_pb2.DEGRADED_REASON_ERROR,
+    "circuit_open": edge_pb2.DEGRADED_REASON_CIRCUIT_OPEN,
+}
+DEGRADED_FROM_PB: dict[int, DegradedReason] = {v: k for k, v in _DEGRADED_TO_PB.items()}  # type: ignore[misc]
+
+
+def degraded_reason_name(value: int) -> str:
+    """A response's `degraded_reason` as a word ("deadline", ...), "" when the answer is not degraded."""
+    return DEGRADED_FROM_PB.get(value, "")
+
+
+def prompt_input_from_pb(request: teacher_pb2.GuidanceRequest | edge_pb2.GenerateRequest) -> PromptInput:
+    """The request's input: the `oneof` holds a raw prompt or a conversation (validation checks it holds one)."""
+    return PromptInput(
+        prompt=request.prompt,
+        messages=tuple(ChatMessage(role=m.role, content=m.content) for m in request.conversation.messages),
+        system_prompt=request.system_prompt,
+    )
+
+
+def _input_to_pb(prompt_input: PromptInput) -> dict[str, object]:
+    if prompt_input.messages:
+        messages = [common_pb2.ChatMessage(role=m.role, content=m.content) for m in prompt_input.messages]
+        return {"conversation": common_pb2.Conversation(messages=messages)}
+    return {"prompt": prompt_input.prompt}
+
+
+def sampling_from_pb(sampling: common_pb2.Sampling, *, temperature: float, top_p: float) -> Sampling:
+    """Sampling settings; unset optional fields take the given defaults."""
+    return Sampling(
+        temperature=sampling.temperature if sampling.HasField("temperature") else temperature,
+        top_p=sampling.top_p if sampling.HasField("top_p") else top_p,
+        seed=sampling.seed if sampling.HasField("seed") else None,
+        stop=tuple(sampling.stop),
+    )
+
+
+def input_and_sampling_from_pb(
+    request: teacher_pb2.GuidanceRequest | edge_pb2.GenerateRequest, settings: TierSettings
+) -> tuple[PromptInput, Sampling]:
+    """What both tiers' requests share, decoded, the tier's defaults filled in and validated against its limits
+    (`InvalidArgumentError` names the field)."""
+    prompt_input = prompt_input_from_pb(request)
+    validate_prompt_input(prompt_input, max_prompt_chars=settings.max_prompt_chars)
+    sampling = sampling_from_pb(
+        request.sampling, temperature=settings.default_temperature, top_p=settings.default_top_p
+    )
+    validate_sampling(sampling)
+    return prompt_input, sampling
+
+
+def sampling_to_pb(sampling: Sampling) -> common_pb2.Sampling:
+    return common_pb2.Sampling(
+        temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed, stop=list(sampling.stop)
+    )
+
+
+def mode_from_pb(value: int) -> Mode:
+    try:
+        return _MODE_FROM_PB[value]
+    except KeyError:
+        raise InvalidArgumentError("mode", f"unknown mode {value}; use GKT, STUDENT_ONLY or TEACHER_ONLY") from None
+
+
+def guidance_request_to_pb(params: GuidanceParams) -> teacher_pb2.GuidanceRequest:
+    return teacher_pb2.GuidanceRequest(
+        **_input_to_pb(params.input),  # type: ignore[arg-type]
+        system_prompt=params.input.system_prompt,
+        guidance_tokens=params.guidance_tokens,
+        sampling=sampling_to_pb(params.sampling),
+    )
+
+
+def guidance_done_to_pb(done: GuidanceDone) -> teacher_pb2.GuidanceChunk:
+    return teacher_pb2.GuidanceChunk(
+        done=teacher_pb2.GuidanceDone(
+            usage=teacher_pb2.TeacherUsage(
+                prompt_tokens=done.prompt_tokens,
+                completion_tokens=done.completion_tokens,
+                cached_prompt_tokens=done.cached_prompt_tokens,
+            ),
+            finish_reason=_FINISH_TO_PB[done.finish_reason],
+            timings=teacher_pb2.TeacherTimings(**dataclasses.asdict(done.timings)),
+        )
+    )
+
+
+def guidance_done_from_pb(done: teacher_pb2.GuidanceDone) -> GuidanceDone:
+    return GuidanceDone(
+        prompt_tokens=done.usage.prompt_tokens,
+        completion_tokens=done.usage.completion_tokens,
+        finish_reason=_FINISH_FROM_PB.get(done.finish_reason, "stop"),
+        timings=TeacherTimings(
+            queue_seconds=done.timings.queue_seconds,
+            time_to_first_token_seconds=done.timings.time_to_first_token_seconds,
+            total_seconds=done.timings.total_seconds,
+        ),
+        cached_prompt_tokens=done.usage.cached_prompt_tokens,
+    )
+
+
+def answer_to_pb(answer: Answer) -> edge_pb2.GenerateResponse:
+    return edge_pb2.GenerateResponse(
+        text=answer.text,
+        guidance_text=answer.guidance_text,
+        student_text=answer.student_text,
+        mode=_MODE_TO_PB[answer.mode],
+        degraded=answer.degraded,
+        degraded_reason=(
+            _DEGRADED_TO_PB[answer.degraded_reason] if answer.degraded_reason else edge_pb2.DEGRADED_REASON_UNSPECIFIED
+        ),
+        finish_reason=_FINISH_TO_PB[answer.finish_reason],
+        usage=edge_pb2.Usage(**dataclasses.asdict(answer.usage)),
+        timings=edge_pb2.Timings(**dataclasses.asdict(answer.timings)),
+    )
+
+
+def answer_delta_to_pb(delta: AnswerDelta) -> edge_pb2.GenerateStreamChunk:
+    return edge_pb2.GenerateStreamChunk(
+        delta=edge_pb2.AnswerDelta(text=delta.text, segment=_SEGMENT_TO_PB[delta.segment])
+    )
+
+
+def server_info_to_pb(info: ServerInfo) -> common_pb2.ServerInfo:
+    return common_pb2.ServerInfo(**dataclasses.asdict(info))
+
+
+def server_info_from_pb(message: common_pb2.ServerInfo) -> ServerInfo:
+    return ServerInfo(**{f.name: getattr(message, f.name) for f in dataclasses.fields(ServerInfo)})

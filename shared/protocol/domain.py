@@ -1,0 +1,164 @@
+"""The plain dataclasses both tiers work with; protobuf is converted to and from these only at the servicers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Mode = Literal["gkt", "student_only", "teacher_only"]
+FinishReason = Literal["length", "stop", "cancelled"]
+Segment = Literal["guidance", "student"]
+# Why an answer was written without (all of) the teacher's guidance.
+DegradedReason = Literal["unavailable", "deadline", "overloaded", "unauthorized", "error", "circuit_open"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One chat turn."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class PromptInput:
+    """What the user wrote: a raw prompt or chat messages (exactly one), plus an optional system prompt."""
+
+    prompt: str = ""
+    messages: tuple[ChatMessage, ...] = ()
+    system_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings shared by both tiers."""
+
+    temperature: float
+    top_p: float
+    seed: int | None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GuidanceParams:
+    """A request to the teacher: write at most `guidance_tokens` tokens (K) for `input`."""
+
+    input: PromptInput
+    guidance_tokens: int
+    sampling: Sampling
+
+
+@dataclass(frozen=True)
+class GuidanceDelta:
+    """New guidance text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class TeacherTimings:
+    """The teacher's own durations, in seconds."""
+
+    queue_seconds: float = 0.0
+    time_to_first_token_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class GuidanceDone:
+    """The end of a guidance stream."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+    timings: TeacherTimings = field(default_factory=TeacherTimings)
+    cached_prompt_tokens: int = 0  # of `prompt_tokens`, served from the teacher's prefix cache
+
+
+GuidanceEvent = GuidanceDelta | GuidanceDone
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """An app's request to the edge, with every default already filled in."""
+
+    input: PromptInput
+    mode: Mode
+    guidance_tokens: int
+    max_tokens: int
+    sampling: Sampling
+
+
+@dataclass
+class Usage:
+    """Token counts per tier, each in its own tokenizer."""
+
+    teacher_prompt_tokens: int = 0
+    teacher_completion_tokens: int = 0
+    teacher_cached_prompt_tokens: int = 0
+    student_prompt_tokens: int = 0
+    student_completion_tokens: int = 0
+    student_guidance_tokens: int = 0
+    student_cached_prompt_tokens: int = 0
+
+
+@dataclass
+class Timings:
+    """Durations per tier, in seconds."""
+
+    teacher_time_to_first_token_seconds: float = 0.0
+    teacher_total_seconds: float = 0.0
+    guidance_wait_seconds: float = 0.0
+    student_queue_seconds: float = 0.0
+    student_prefill_seconds: float = 0.0
+    student_decode_seconds: float = 0.0
+    time_to_first_token_seconds: float = 0.0
+    total_seconds: float = 0.0
+    student_prompt_prefilled_seconds: float = 0.0
+
+
+@dataclass
+class Answer:
+    """The edge's whole answer."""
+
+    guidance_text: str
+    student_text: str
+    mode: Mode
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+    degraded_reason: DegradedReason | None = None  # None: the answer had all the guidance it asked for
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
+
+    @property
+    def text(self) -> str:
+        return self.guidance_text + self.student_text
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    """A piece of a streamed answer."""
+
+    text: str
+    segment: Segment
+
+
+AnswerEvent = AnswerDelta | Answer
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a tier's server runs (see `ServerInfo` in common.proto)."""
+
+    tier: str
+    model: str
+    model_file: str = ""
+    backend: str = ""
+    dtype: str = ""
+    threads: int = 0
+    slots: int = 0
+    hardware: str = ""
+    version: str = ""

@@ -1,0 +1,57 @@
+"""Request checks both tiers share; each failure names the field that is wrong.
+
+Fields are named as the domain types name them (`prompt`, `messages[0].role`, `temperature`, `stop[1]`, ...): on the
+gRPC wire the messages sit in `conversation` and the sampling settings in `sampling`.
+"""
+
+from __future__ import annotations
+
+from shared.prompt_formats import CHAT_ROLES
+from shared.protocol.domain import PromptInput, Sampling
+from shared.server.errors import InvalidArgumentError
+
+MAX_STOP_SEQUENCES = 8
+MAX_STOP_LENGTH = 64
+MAX_TEMPERATURE = 2.0
+
+
+def validate_prompt_input(prompt_input: PromptInput, *, max_prompt_chars: int) -> None:
+    """Exactly one of prompt and messages, known roles, nothing empty, nothing longer than `max_prompt_chars`."""
+    if prompt_input.prompt and prompt_input.messages:
+        raise InvalidArgumentError("prompt", "give either prompt or messages, not both")
+    if not prompt_input.prompt and not prompt_input.messages:
+        raise InvalidArgumentError("prompt", "is empty: give a prompt or at least one message")
+    total = len(prompt_input.prompt) + len(prompt_input.system_prompt)
+    for index, message in enumerate(prompt_input.messages):
+        if message.role not in CHAT_ROLES:
+            raise InvalidArgumentError(
+                f"messages[{index}].role", f"must be one of {', '.join(CHAT_ROLES)}, got {message.role[:40]!r}"
+            )
+        if not message.content:
+            raise InvalidArgumentError(f"messages[{index}].content", "is empty")
+        total += len(message.content)
+    if prompt_input.messages and prompt_input.messages[-1].role != "user":
+        raise InvalidArgumentError("messages", "the last message must have role 'user'")
+    if total > max_prompt_chars:
+        raise InvalidArgumentError("prompt", f"is {total} characters long; the limit is {max_prompt_chars}")
+
+
+def validate_sampling(sampling: Sampling) -> None:
+    """Temperature in [0, 2], top_p in (0, 1], a few short non-empty stop sequences."""
+    if not 0.0 <= sampling.temperature <= MAX_TEMPERATURE:  # also rejects NaN
+        raise InvalidArgumentError(
+            "temperature", f"must be between 0 and {MAX_TEMPERATURE}, got {sampling.temperature}"
+        )
+    if not 0.0 < sampling.top_p <= 1.0:
+        raise InvalidArgumentError("top_p", f"must be in (0, 1], got {sampling.top_p}")
+    if len(sampling.stop) > MAX_STOP_SEQUENCES:
+        raise InvalidArgumentError("stop", f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(sampling.stop)}")
+    for index, stop in enumerate(sampling.stop):
+        if not stop or len(stop) > MAX_STOP_LENGTH:
+            raise InvalidArgumentError(f"stop[{index}]", f"must be 1 to {MAX_STOP_LENGTH} characters long")
+
+
+def validate_token_count(field: str, value: int, *, minimum: int, maximum: int) -> None:
+    """`minimum <= value <= maximum`, with the field named when it is not."""
+    if not minimum <= value <= maximum:
+        raise InvalidArgumentError(field, f"must be between {minimum} and {maximum}, got {value}")

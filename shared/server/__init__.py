@@ -1,0 +1,1 @@
+"""What both tiers' gRPC servers share: the server builder, security, interceptors, errors, logging, settings."""

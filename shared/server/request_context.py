@@ -1,0 +1,33 @@
+"""Per-request metadata that travels between tiers: the request id (for logs) and the edge's mode (for metrics)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+
+from shared.server.logging_setup import request_id_var
+
+REQUEST_ID_KEY = "x-request-id"
+MODE_KEY = "x-gkt-mode"
+_MAX_ID_LENGTH = 64
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """Takes the caller's request id (or makes one), puts it in the log context and echoes it back."""
+    given = _metadata(context).get(REQUEST_ID_KEY, "")
+    request_id = given if given.isprintable() and 0 < len(given) <= _MAX_ID_LENGTH else uuid.uuid4().hex[:16]
+    request_id_var.set(request_id)
+    context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+    return request_id
+
+
+def caller_mode(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The edge's mode for this guidance request (a metrics label), or 'direct' for other callers."""
+    mode = _metadata(context).get(MODE_KEY, "direct")
+    return mode if mode in ("gkt", "teacher_only", "student_only") else "direct"

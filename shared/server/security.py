@@ -1,0 +1,125 @@
+"""TLS / mutual TLS credentials and bearer-token authentication for both tiers' gRPC servers."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from shared.metrics import GktMetrics
+from shared.server.errors import GktError, PermissionDeniedError, UnauthenticatedError
+from shared.server.interceptors import ErrorInterceptor
+from shared.server.settings_base import TierSettings
+
+logger = logging.getLogger(__name__)
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None
+
+
+def server_credentials(settings: TierSettings) -> grpc.ServerCredentials | None:
+    """TLS when a certificate is configured; mutual TLS when a client CA is configured too."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        if settings.tls_client_ca_file is not None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file (mutual TLS runs over TLS)")
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+    client_ca = _read(settings.tls_client_ca_file)
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def channel_credentials(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> grpc.ChannelCredentials:
+    """Client TLS: the CA to trust (system roots if None) and, for mutual TLS, our certificate and key."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs both its certificate file and its key file")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca_file), private_key=_read(key_file), certificate_chain=_read(cert_file)
+    )
+
+
+def accepted_tokens(settings: TierSettings) -> frozenset[str]:
+    """The bearer tokens from `auth_token` and `auth_tokens_file` (blank lines and # comments ignored)."""
+    tokens: set[str] = set()
+    if settings.auth_token is not None:
+        tokens.add(settings.auth_token.get_secret_value())
+    if settings.auth_tokens_file is not None:
+        for line in settings.auth_tokens_file.read_text().splitlines():
+            if (token := line.strip()) and not token.startswith("#"):
+                tokens.add(token)
+    return frozenset(tokens)
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Requires `authorization: Bearer <token>` on every call (health checks optionally exempt).
+
+    No token: UNAUTHENTICATED. A token that is not accepted: PERMISSION_DENIED (raised as domain errors, which the
+    error interceptor around this one logs and counts). Tokens are compared in constant time and never logged.
+    """
+
+    def __init__(self, tokens: frozenset[str], *, exempt_health: bool = True) -> None:
+        self._tokens = [t.encode() for t in tokens]
+        self._exempt_health = exempt_health
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = details.method or ""
+        if self._exempt_health and method.startswith(HEALTH_PREFIX):
+            return await continuation(details)
+        denial = self._check(details.invocation_metadata or ())
+        handler = await continuation(details)
+        if denial is None or handler is None:
+            return handler
+
+        if handler.response_streaming:
+
+            async def deny_stream(
+                request: object, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[object]:
+                raise denial
+                yield  # type: ignore[unreachable]  # an async generator, as streaming handlers are
+
+            return grpc.unary_stream_rpc_method_handler(
+                deny_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        async def deny(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            raise denial
+
+        return grpc.unary_unary_rpc_method_handler(
+            deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+    def _check(self, metadata: tuple[tuple[str, str | bytes], ...]) -> GktError | None:
+        values = [v for k, v in metadata if k == "authorization"]
+        if not values or not isinstance(values[0], str) or not values[0].startswith("Bearer "):
+            return UnauthenticatedError("missing 'authorization: Bearer <token>' metadata")
+        offered = values[0].removeprefix("Bearer ").strip().encode()
+        if any(hmac.compare_digest(offered, token) for token in self._tokens):
+            return None
+        return PermissionDeniedError("the bearer token is not accepted")
+
+
+def server_interceptors(settings: TierSettings, metrics: GktMetrics) -> list[grpc.aio.ServerInterceptor]:
+    """The error interceptor (outermost: it maps, logs and counts every failure), then token auth if configured."""
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(metrics)]
+    tokens = accepted_tokens(settings)
+    if tokens:
+        interceptors.append(TokenAuthInterceptor(tokens, exempt_health=settings.auth_exempt_health))
+    return interceptors
