@@ -18,7 +18,8 @@ class RenderedPrompt:
 
     text: str
     stop: tuple[str, ...] = ()
-    # In a chat format the guidance pre-fills the assistant turn, which starts without leading white space.
+    # In a chat format the guidance pre-fills the assistant turn, which starts without leading white space (unless
+    # the turn already has text: then the guidance continues it as written).
     strip_guidance_start: bool = False
 
 
@@ -47,7 +48,8 @@ class CompletionFormat:
                 lines.append(f"Q: {message.content}")
             else:
                 lines.append(f"A: {message.content}")
-        lines.append("A:")
+        if not prompt_input.continue_final_message:
+            lines.append("A:")
         # A base model happily writes the next question itself: the answer ends where it starts one.
         return RenderedPrompt(_with_system("\n".join(system), "\n".join(lines)), stop=("\nQ:",))
 
@@ -64,7 +66,11 @@ class ChatTemplateFormat:
     def render(self, prompt_input: PromptInput) -> RenderedPrompt:
         if not prompt_input.messages:
             return RenderedPrompt(_with_system(prompt_input.system_prompt, prompt_input.prompt))
-        messages = [{"role": m.role, "content": m.content} for m in prompt_input.messages]
+        turns = prompt_input.messages
+        prefill = ""
+        if prompt_input.continue_final_message:  # the open assistant turn starts with the given text
+            turns, prefill = turns[:-1], turns[-1].content
+        messages = [{"role": m.role, "content": m.content} for m in turns]
         if prompt_input.system_prompt:
             messages.insert(0, {"role": "system", "content": prompt_input.system_prompt})
         text = self._template.render(
@@ -73,7 +79,7 @@ class ChatTemplateFormat:
             bos_token=self._bos_token,
             eos_token=self._eos_token,
         )
-        return RenderedPrompt(text, strip_guidance_start=True)
+        return RenderedPrompt(text + prefill, strip_guidance_start=not prefill)
 
 
 PromptFormatSetting = Literal["auto", "completion", "chat"]

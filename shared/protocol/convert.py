@@ -63,6 +63,7 @@ def prompt_input_from_pb(request: teacher_pb2.GuidanceRequest | edge_pb2.Generat
         prompt=request.prompt,
         messages=tuple(ChatMessage(role=m.role, content=m.content) for m in request.conversation.messages),
         system_prompt=request.system_prompt,
+        continue_final_message=request.continue_final_message,
     )
 
 
@@ -114,6 +115,7 @@ def guidance_request_to_pb(params: GuidanceParams) -> teacher_pb2.GuidanceReques
     return teacher_pb2.GuidanceRequest(
         **_input_to_pb(params.input),  # type: ignore[arg-type]
         system_prompt=params.input.system_prompt,
+        continue_final_message=params.input.continue_final_message,
         guidance_tokens=params.guidance_tokens,
         sampling=sampling_to_pb(params.sampling),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Mode = Literal["gkt", "student_only", "teacher_only"]
@@ -22,11 +22,26 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class PromptInput:
-    """What the user wrote: a raw prompt or chat messages (exactly one), plus an optional system prompt."""
+    """What the user wrote: a raw prompt or chat messages (exactly one), plus an optional system prompt.
+
+    `continue_final_message`: the messages end with the start of the assistant's answer, to be continued.
+    """
 
     prompt: str = ""
     messages: tuple[ChatMessage, ...] = ()
     system_prompt: str = ""
+    continue_final_message: bool = False
+
+    def continued(self, text: str) -> PromptInput:
+        """The same input with `text` already written as the start of the answer (an assistant prefill)."""
+        if not text:
+            return self
+        if not self.messages:
+            return replace(self, prompt=self.prompt + text)
+        if self.continue_final_message:
+            last = self.messages[-1]
+            return replace(self, messages=(*self.messages[:-1], ChatMessage(last.role, last.content + text)))
+        return replace(self, messages=(*self.messages, ChatMessage("assistant", text)), continue_final_message=True)
 
 
 @dataclass(frozen=True)

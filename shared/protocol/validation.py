@@ -30,8 +30,15 @@ def validate_prompt_input(prompt_input: PromptInput, *, max_prompt_chars: int) -
         if not message.content:
             raise InvalidArgumentError(f"messages[{index}].content", "is empty")
         total += len(message.content)
-    if prompt_input.messages and prompt_input.messages[-1].role != "user":
-        raise InvalidArgumentError("messages", "the last message must have role 'user'")
+    if prompt_input.continue_final_message:
+        if not prompt_input.messages or prompt_input.messages[-1].role != "assistant":
+            raise InvalidArgumentError(
+                "continue_final_message", "needs a conversation whose last message has role 'assistant'"
+            )
+    elif prompt_input.messages and prompt_input.messages[-1].role != "user":
+        raise InvalidArgumentError(
+            "messages", "the last message must have role 'user' (or set continue_final_message to continue it)"
+        )
     if total > max_prompt_chars:
         raise InvalidArgumentError("prompt", f"is {total} characters long; the limit is {max_prompt_chars}")
 

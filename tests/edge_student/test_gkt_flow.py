@@ -194,3 +194,35 @@ async def test_teacher_prefix_cache_hits_reach_the_edges_usage(edge_stub: edge_p
     assert second.teacher_prompt_tokens > 256
     assert second.teacher_cached_prompt_tokens >= 256 and second.teacher_cached_prompt_tokens % 128 == 0
     assert second.teacher_cached_prompt_tokens < second.teacher_prompt_tokens
+
+
+async def test_continue_final_message_continues_the_apps_assistant_text(
+    edge_stub: edge_pb2_grpc.EdgeServiceStub,
+) -> None:
+    """The app gives the answer's start: both tiers continue it (the same operation as GKT's hand-off), and the
+    response holds only what comes after it."""
+    turns = [
+        common_pb2.ChatMessage(role="user", content="List three colours of the rainbow."),
+        common_pb2.ChatMessage(role="assistant", content="The first colour is red, the second is"),
+    ]
+    continued = edge_pb2.GenerateRequest(
+        conversation=common_pb2.Conversation(messages=turns),
+        continue_final_message=True,
+        guidance_tokens=4,
+        max_tokens=12,
+        sampling=common_pb2.Sampling(temperature=0.0),
+    )
+    for mode in (edge_pb2.MODE_GKT, edge_pb2.MODE_STUDENT_ONLY):
+        continued.mode = mode
+        response = await edge_stub.Generate(continued)
+        assert response.text and not response.text.startswith("The first colour"), response.text
+        assert not response.degraded
+    fresh = edge_pb2.GenerateRequest(
+        conversation=common_pb2.Conversation(messages=turns[:1]),
+        mode=edge_pb2.MODE_STUDENT_ONLY,
+        max_tokens=12,
+        sampling=common_pb2.Sampling(temperature=0.0),
+    )
+    assert (await edge_stub.Generate(fresh)).text != response.text, "the prefill changed nothing"
+    # The student's prompt held the prefill: more prompt tokens than the same conversation without it.
+    assert response.usage.student_prompt_tokens > (await edge_stub.Generate(fresh)).usage.student_prompt_tokens

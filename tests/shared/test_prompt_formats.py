@@ -44,3 +44,21 @@ def test_select_prompt_format_follows_the_setting_and_the_models_template() -> N
     assert isinstance(select_prompt_format("chat", CHATML), ChatTemplateFormat)
     with pytest.raises(ValueError, match="no chat template"):
         select_prompt_format("chat", None)
+
+
+def test_continuing_the_final_assistant_message_in_both_formats() -> None:
+    turns = (ChatMessage("user", "Capital of France?"), ChatMessage("assistant", "The capital"))
+    chat = ChatTemplateFormat(CHATML).render(PromptInput(messages=turns, continue_final_message=True))
+    assert chat.text == "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\nThe capital"
+    assert not chat.strip_guidance_start, "guidance continues the given text as written"
+    completion = CompletionFormat().render(PromptInput(messages=turns, continue_final_message=True))
+    assert completion.text == "Q: Capital of France?\nA: The capital"
+
+
+def test_continued_input_is_the_answer_so_far_as_an_assistant_prefill() -> None:
+    question = PromptInput(messages=(ChatMessage("user", "Hi?"),))
+    once = question.continued(" Hello")
+    assert once.continue_final_message and once.messages[-1] == ChatMessage("assistant", " Hello")
+    assert once.continued(" there").messages[-1] == ChatMessage("assistant", " Hello there")
+    assert PromptInput(prompt="Q: hi\nA:").continued(" Hello").prompt == "Q: hi\nA: Hello"
+    assert question.continued("") is question

@@ -39,6 +39,9 @@ def test_a_guidance_request_survives_the_wire_for_both_kinds_of_input() -> None:
     for prompt_input in (
         PromptInput(prompt="Q: 2+2?\nA:", system_prompt="Be brief."),
         PromptInput(messages=(ChatMessage("system", "Be brief."), ChatMessage("user", "2+2?"))),
+        PromptInput(
+            messages=(ChatMessage("user", "2+2?"), ChatMessage("assistant", "It is")), continue_final_message=True
+        ),
     ):
         params = GuidanceParams(prompt_input, guidance_tokens=7, sampling=Sampling(0.5, 0.75, 42, ("\n",)))
         wire = teacher_pb2.GuidanceRequest.FromString(guidance_request_to_pb(params).SerializeToString())
@@ -101,6 +104,8 @@ def test_modes_and_server_info() -> None:
         (PromptInput(messages=(ChatMessage("user", ""),)), "messages[0].content"),
         (PromptInput(messages=(ChatMessage("user", "a"), ChatMessage("assistant", "b"))), "messages"),
         (PromptInput(prompt="x" * 11), "prompt"),
+        (PromptInput(messages=(ChatMessage("user", "a"),), continue_final_message=True), "continue_final_message"),
+        (PromptInput(prompt="a", continue_final_message=True), "continue_final_message"),
     ],
 )
 def test_bad_input_names_its_field(prompt_input: PromptInput, field: str) -> None:

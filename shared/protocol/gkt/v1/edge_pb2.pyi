@@ -55,7 +55,7 @@ class EdgeInfo(_message.Message):
     def __init__(self, edge: _Optional[_Union[_common_pb2.ServerInfo, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.ServerInfo, _Mapping]] = ..., teacher_address: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "conversation", "system_prompt", "mode", "guidance_tokens", "max_tokens", "sampling")
+    __slots__ = ("prompt", "conversation", "system_prompt", "mode", "guidance_tokens", "max_tokens", "sampling", "continue_final_message")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class GenerateRequest(_message.Message):
     GUIDANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_FINAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     conversation: _common_pb2.Conversation
     system_prompt: str
@@ -70,7 +71,8 @@ class GenerateRequest(_message.Message):
     guidance_tokens: int
     max_tokens: int
     sampling: _common_pb2.Sampling
-    def __init__(self, prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., system_prompt: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., guidance_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ...) -> None: ...
+    continue_final_message: bool
+    def __init__(self, prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., system_prompt: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., guidance_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ..., continue_final_message: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("teacher_prompt_tokens", "teacher_completion_tokens", "student_prompt_tokens", "student_completion_tokens", "student_guidance_tokens", "student_cached_prompt_tokens", "teacher_cached_prompt_tokens")
