@@ -183,7 +183,8 @@ class AnswerFlow:
                     outcome.done = event
             self.breaker.record_success()
         except TeacherUnavailableError as failure:
-            self.breaker.record_failure()
+            if failure.teacher_at_fault:  # failures the caller caused say nothing about the teacher's health
+                self.breaker.record_failure()
             logger.warning(
                 "guidance failed (%s); answering degraded with %d chars of guidance", failure, len(outcome.text)
             )
@@ -194,4 +195,4 @@ class AnswerFlow:
         self, rendered: RenderedPrompt, params: GenerateParams, *, prompt_open: bool, continuation: str = ""
     ) -> EngineSequence:
         sampling = SamplingParams.of(params.sampling, params.max_tokens, rendered.stop)
-        return self.engine.submit(rendered.text + continuation, sampling, prompt_open=prompt_open)
+        return self.engine.submit(rendered.with_untrusted(continuation), sampling, prompt_open=prompt_open)

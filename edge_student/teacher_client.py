@@ -20,11 +20,17 @@ logger = logging.getLogger(__name__)
 
 
 class TeacherUnavailableError(Exception):
-    """Guidance could not be had (in full); `reason` says why, for metrics and the response."""
+    """Guidance could not be had (in full); `reason` says why, for metrics and the response.
 
-    def __init__(self, reason: DegradedReason, detail: str) -> None:
+    `teacher_at_fault`: the teacher itself failed (unreachable, INTERNAL, too slow for the edge's own deadlines with
+    the caller's time to spare) rather than the caller (its own short deadline, a prompt the teacher rejects).
+    Only the teacher's own failures count towards opening the circuit breaker.
+    """
+
+    def __init__(self, reason: DegradedReason, detail: str, *, teacher_at_fault: bool = True) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.teacher_at_fault = teacher_at_fault
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ class TeacherClient:
         metadata = ((REQUEST_ID_KEY, request_id_var.get()), (MODE_KEY, mode), *self._auth)
         total = self.deadlines.teacher_only_seconds if mode == "teacher_only" else self.deadlines.total_seconds
         timeout = total if time_left is None else min(total, time_left)
+        callers_deadline = time_left is not None and time_left < total
         call = self._stub.StreamGuidance(
             guidance_request_to_pb(params),
             timeout=max(timeout, 0.001),
@@ -125,10 +132,10 @@ class TeacherClient:
                         chunk = await anext(iterator)
                 except StopAsyncIteration:
                     raise TeacherUnavailableError("error", "the guidance stream ended without a final chunk") from None
-                except TimeoutError:
+                except TimeoutError:  # the edge's own first-token deadline, shorter than the call's
                     raise TeacherUnavailableError("deadline", "no guidance within the first-token deadline") from None
                 except grpc.aio.AioRpcError as error:
-                    raise _failure_from(error) from None
+                    raise _failure_from(error, callers_deadline=callers_deadline) from None
                 first = False
                 if chunk.HasField("done"):
                     yield guidance_done_from_pb(chunk.done)
@@ -151,14 +158,40 @@ class TeacherClient:
         await self._channel.close()
 
 
-def _failure_from(error: grpc.aio.AioRpcError) -> TeacherUnavailableError:
+# Statuses that say the request was at fault (the teacher works, it refused this input), not the teacher.
+_CALLER_CAUSED = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+)
+# The teacher's own unavailability: these open the circuit breaker (overload and refused credentials do not:
+# the breaker protects callers from a dead teacher, not from configuration or load shedding).
+_TEACHER_FAILURES = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED,  # cancelled by the teacher: ours end the call without a status
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DATA_LOSS,
+)
+
+
+def _failure_from(error: grpc.aio.AioRpcError, *, callers_deadline: bool) -> TeacherUnavailableError:
+    """The failure a status means; `callers_deadline`: the call's timeout was the app's own remaining deadline."""
     code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return TeacherUnavailableError("deadline", "the guidance did not finish within its deadline")
+        return TeacherUnavailableError(
+            "deadline", "the guidance did not finish within its deadline", teacher_at_fault=not callers_deadline
+        )
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return TeacherUnavailableError("unavailable", error.details() or "the teacher is unreachable")
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return TeacherUnavailableError("unauthorized", f"the teacher refused our credentials ({code.name})")
+        return TeacherUnavailableError(
+            "unauthorized", f"the teacher refused our credentials ({code.name})", teacher_at_fault=False
+        )
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return TeacherUnavailableError("overloaded", error.details() or "the teacher is overloaded")
-    return TeacherUnavailableError("error", f"{code.name}: {error.details()}")
+        return TeacherUnavailableError(
+            "overloaded", error.details() or "the teacher is overloaded", teacher_at_fault=False
+        )
+    return TeacherUnavailableError(
+        "error", f"{code.name}: {error.details()}", teacher_at_fault=code in _TEACHER_FAILURES
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -9,18 +11,35 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from shared.protocol.domain import PromptInput
 
+logger = logging.getLogger(__name__)
+
 CHAT_ROLES = ("system", "user", "assistant")
+
+
+# A piece of prompt text and whether it is trusted: only trusted text (a chat template's own markup) may contain
+# control tokens such as `<|im_start|>`; everything a user or the teacher wrote is tokenised as plain text, so a
+# message that spells out a control token cannot open a new role (prompt injection).
+PromptPiece = tuple[str, bool]
 
 
 @dataclass(frozen=True)
 class RenderedPrompt:
-    """Model-ready prompt text, the stop sequences the format implies, and how guidance is appended to it."""
+    """Model-ready prompt text in trusted and untrusted pieces, the stop sequences the format implies, and how
+    guidance is appended to it."""
 
-    text: str
+    pieces: tuple[PromptPiece, ...]
     stop: tuple[str, ...] = ()
     # In a chat format the guidance pre-fills the assistant turn, which starts without leading white space (unless
     # the turn already has text: then the guidance continues it as written).
     strip_guidance_start: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(text for text, _ in self.pieces)
+
+    def with_untrusted(self, text: str) -> tuple[PromptPiece, ...]:
+        """The pieces followed by `text` (e.g. guidance written so far), which is never trusted."""
+        return (*self.pieces, (text, False)) if text else self.pieces
 
 
 class PromptFormat(Protocol):
@@ -34,11 +53,14 @@ def _with_system(system_prompt: str, text: str) -> str:
 
 
 class CompletionFormat:
-    """For base models (no chat template): the paper's `Q: ...\\nA: ...` transcript, raw prompts as they are."""
+    """For base models (no chat template): the paper's `Q: ...\\nA: ...` transcript, raw prompts as they are.
+
+    It has no markup of its own worth trusting: the whole prompt is plain text.
+    """
 
     def render(self, prompt_input: PromptInput) -> RenderedPrompt:
         if not prompt_input.messages:
-            return RenderedPrompt(_with_system(prompt_input.system_prompt, prompt_input.prompt))
+            return RenderedPrompt(((_with_system(prompt_input.system_prompt, prompt_input.prompt), False),))
         system = [prompt_input.system_prompt] if prompt_input.system_prompt else []
         lines: list[str] = []
         for message in prompt_input.messages:
@@ -51,35 +73,61 @@ class CompletionFormat:
         if not prompt_input.continue_final_message:
             lines.append("A:")
         # A base model happily writes the next question itself: the answer ends where it starts one.
-        return RenderedPrompt(_with_system("\n".join(system), "\n".join(lines)), stop=("\nQ:",))
+        text = _with_system("\n".join(system), "\n".join(lines))
+        return RenderedPrompt(((text, False),), stop=("\nQ:",))
+
+
+# Stand-ins for message contents while the template renders: private-use characters no template touches.
+_SENTINEL = re.compile("\ue000(\\d+)\ue001")
+
+
+def _sentinel(index: int) -> str:
+    return f"\ue000{index}\ue001"
 
 
 class ChatTemplateFormat:
-    """For chat models: the model's own Jinja chat template (from its GGUF), ending in an open assistant turn."""
+    """For chat models: the model's own Jinja chat template (from its GGUF), ending in an open assistant turn.
+
+    The template renders stand-ins for the message contents, which are put back afterwards as untrusted pieces:
+    the template's markup is the only trusted text.
+    """
 
     def __init__(self, template: str, bos_token: str = "", eos_token: str = "") -> None:
         environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._template = environment.from_string(template)
         self._bos_token = bos_token
         self._eos_token = eos_token
+        # Some templates trim message contents: the real contents are trimmed the same way when put back.
+        probe = self._render([{"role": "user", "content": f" {_sentinel(0)} "}])
+        if not _SENTINEL.search(probe):
+            raise ValueError("the chat template does not render message contents as given")
+        self._trims = f" {_sentinel(0)} " not in probe
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
+        return self._template.render(
+            messages=messages, add_generation_prompt=True, bos_token=self._bos_token, eos_token=self._eos_token
+        )
 
     def render(self, prompt_input: PromptInput) -> RenderedPrompt:
         if not prompt_input.messages:
-            return RenderedPrompt(_with_system(prompt_input.system_prompt, prompt_input.prompt))
-        turns = prompt_input.messages
+            return RenderedPrompt(((_with_system(prompt_input.system_prompt, prompt_input.prompt), False),))
+        turns = [(m.role, m.content) for m in prompt_input.messages]
         prefill = ""
         if prompt_input.continue_final_message:  # the open assistant turn starts with the given text
-            turns, prefill = turns[:-1], turns[-1].content
-        messages = [{"role": m.role, "content": m.content} for m in turns]
+            turns, prefill = turns[:-1], turns[-1][1]
         if prompt_input.system_prompt:
-            messages.insert(0, {"role": "system", "content": prompt_input.system_prompt})
-        text = self._template.render(
-            messages=messages,
-            add_generation_prompt=True,
-            bos_token=self._bos_token,
-            eos_token=self._eos_token,
-        )
-        return RenderedPrompt(text + prefill, strip_guidance_start=not prefill)
+            turns.insert(0, ("system", prompt_input.system_prompt))
+        contents = [content.strip() if self._trims else content for _, content in turns]
+        text = self._render([{"role": role, "content": _sentinel(i)} for i, (role, _) in enumerate(turns)])
+        pieces: list[PromptPiece] = []
+        for index, part in enumerate(_SENTINEL.split(text)):
+            if index % 2 == 0:
+                pieces.append((part, True))  # the template's markup
+            else:
+                pieces.append((contents[int(part)], False))
+        if prefill:
+            pieces.append((prefill, False))
+        return RenderedPrompt(tuple(p for p in pieces if p[0]), strip_guidance_start=not prefill)
 
 
 PromptFormatSetting = Literal["auto", "completion", "chat"]
@@ -92,4 +140,10 @@ def select_prompt_format(setting: PromptFormatSetting, template: str | None) -> 
         return CompletionFormat()
     if not template:
         raise ValueError("prompt_format is 'chat' but the model has no chat template; use 'auto' or 'completion'")
-    return ChatTemplateFormat(template)
+    try:
+        return ChatTemplateFormat(template)
+    except ValueError:
+        if setting == "chat":
+            raise
+        logger.warning("the model's chat template cannot be used safely; using the completion format")
+        return CompletionFormat()

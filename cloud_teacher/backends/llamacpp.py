@@ -52,7 +52,7 @@ class LlamaCppBackend(TeacherBackend):
             raise NotReadyError("the teacher model is not loaded yet")
         rendered = self._format.render(params.input)
         sampling = SamplingParams.of(params.sampling, params.guidance_tokens, rendered.stop)
-        sequence = self._engine.submit(rendered.text, sampling)
+        sequence = self._engine.submit(rendered.pieces, sampling)
         try:
             async for text in sequence.stream():
                 yield GuidanceDelta(text)

@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,7 +16,7 @@ from cloud_teacher.settings import TeacherSettings
 from shared.catalog import CATALOG, DEFAULT_TEACHER, cache_dir
 from shared.hardware import hardware_summary, package_version
 from shared.metrics import GktMetrics
-from shared.prompt_formats import CompletionFormat, PromptFormat, select_prompt_format
+from shared.prompt_formats import CompletionFormat, PromptFormat, PromptPiece, select_prompt_format
 from shared.protocol.domain import FinishReason, GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, ServerInfo
 from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError
 
@@ -85,6 +85,21 @@ def checkpoint_dtype(model: str) -> str:
     return dtype if dtype in ("float32", "bfloat16", "float16") else "auto"
 
 
+def encode_pieces(tokenizer: Any, pieces: Sequence[PromptPiece]) -> list[int]:
+    """Token ids of a prompt in pieces with a Hugging Face tokenizer: control tokens (e.g. `<|im_start|>`) are
+    parsed in the chat template's markup only, never in what users or teachers wrote."""
+    merged: list[PromptPiece] = []
+    for text, trusted in pieces:
+        if merged and merged[-1][1] == trusted:
+            merged[-1] = (merged[-1][0] + text, trusted)
+        elif text:
+            merged.append((text, trusted))
+    ids: list[int] = list(tokenizer.encode("", add_special_tokens=True))  # BOS where the model adds one
+    for text, trusted in merged:
+        ids += tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not trusted)
+    return ids
+
+
 class VllmBackend(TeacherBackend):
     """One AsyncLLM engine in this process; every StreamGuidance call is one vLLM request."""
 
@@ -141,7 +156,7 @@ class VllmBackend(TeacherBackend):
         from vllm.sampling_params import RequestOutputKind
 
         rendered = self._format.render(params.input)
-        prompt_ids = self._tokenizer.encode(rendered.text)
+        prompt_ids = encode_pieces(self._tokenizer, rendered.pieces)
         if len(prompt_ids) + params.guidance_tokens > self._max_model_len:
             raise InvalidArgumentError(
                 "prompt",

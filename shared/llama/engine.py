@@ -11,7 +11,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -20,6 +20,7 @@ import llama_cpp
 
 from shared.llama.model import LlamaModel
 from shared.llama.text_stream import TextStream
+from shared.prompt_formats import PromptPiece
 from shared.protocol.domain import Sampling
 from shared.server.errors import InvalidArgumentError, NotReadyError, OverloadedError
 
@@ -121,7 +122,7 @@ class EngineSequence:
 
     engine: BatchedLlamaEngine
     params: SamplingParams
-    prompt_text: str
+    prompt: list[PromptPiece]  # trusted template markup and untrusted text (see shared/prompt_formats.py)
     prompt_open: bool
     loop: asyncio.AbstractEventLoop
     # Fields below are owned by the engine thread (guarded by the engine's lock where shared).
@@ -256,18 +257,21 @@ class BatchedLlamaEngine:
 
     # ---- public API -------------------------------------------------------------------------------------
 
-    def submit(self, prompt: str, params: SamplingParams, *, prompt_open: bool = False) -> EngineSequence:
+    def submit(
+        self, prompt: str | Sequence[PromptPiece], params: SamplingParams, *, prompt_open: bool = False
+    ) -> EngineSequence:
         """Queues a sequence; raises `QueueFullError`, `PromptTooLongError` or `EngineClosedError` (domain errors:
         callers pass them on, and the error interceptor gives each its gRPC status)."""
         if params.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
-        n_prompt = len(self.model.tokenize(prompt))
+        pieces = [(prompt, False)] if isinstance(prompt, str) else list(prompt)  # a bare string is plain text
+        n_prompt = len(self.model.tokenize_pieces(pieces))
         if n_prompt >= self.n_ctx_per_slot:
             raise PromptTooLongError(f"prompt has {n_prompt} tokens; the context per slot holds {self.n_ctx_per_slot}")
         sequence = EngineSequence(
             engine=self,
             params=params,
-            prompt_text=prompt,
+            prompt=pieces,
             prompt_open=prompt_open,
             loop=asyncio.get_running_loop(),
         )
@@ -427,7 +431,7 @@ class BatchedLlamaEngine:
             self._slots[sequence.slot] = sequence
             sequence.state = _State.PREFILL
             sequence.admitted_at = time.monotonic()
-            sequence.tokens = self.model.tokenize(sequence.prompt_text)
+            sequence.tokens = self.model.tokenize_pieces(sequence.prompt)
             sequence.initial_prompt_tokens = len(sequence.tokens)
             self._reuse_prefix(sequence)
             sequence.sampler = self._make_sampler(sequence.params)
@@ -467,9 +471,9 @@ class BatchedLlamaEngine:
         for sequence in filter(None, self._slots):
             if not sequence.pending_text:
                 continue
-            sequence.prompt_text += "".join(sequence.pending_text)
+            sequence.prompt.append(("".join(sequence.pending_text), False))  # appended text is never trusted
             sequence.pending_text.clear()
-            tokens = self.model.tokenize(sequence.prompt_text)
+            tokens = self.model.tokenize_pieces(sequence.prompt)
             if len(tokens) >= self.n_ctx_per_slot:
                 self._finish(sequence, "error", error="prompt with guidance does not fit in the slot's context")
                 continue

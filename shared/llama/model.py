@@ -5,9 +5,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import llama_cpp
+
+from shared.prompt_formats import PromptPiece
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +56,32 @@ class LlamaModel:
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.ptr)
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        """Tokens of `text`; special tokens written in the text (e.g. `<|im_start|>`) are parsed as such."""
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Tokens of `text` (with BOS if the model adds one, when `add_special`). Control tokens written in the text
+        (e.g. `<|im_start|>`) become control tokens only with `parse_special`, for trusted text."""
         data = text.encode("utf-8")
         capacity = len(data) + 8
         buffer = (llama_cpp.llama_token * capacity)()
-        count = llama_cpp.llama_tokenize(self.vocab, data, len(data), buffer, capacity, add_special, True)
+        count = llama_cpp.llama_tokenize(self.vocab, data, len(data), buffer, capacity, add_special, parse_special)
         if count < 0:  # the buffer was too small: llama.cpp returns minus the needed size
             capacity = -count
             buffer = (llama_cpp.llama_token * capacity)()
-            count = llama_cpp.llama_tokenize(self.vocab, data, len(data), buffer, capacity, add_special, True)
+            count = llama_cpp.llama_tokenize(self.vocab, data, len(data), buffer, capacity, add_special, parse_special)
         return list(buffer[:count])
+
+    def tokenize_pieces(self, pieces: Sequence[PromptPiece]) -> list[int]:
+        """Tokens of a prompt in pieces: control tokens are parsed in trusted pieces only. Neighbouring pieces of the
+        same trust are tokenised together (so text appended piece by piece tokenises as if written at once)."""
+        merged: list[PromptPiece] = []
+        for text, trusted in pieces:
+            if merged and merged[-1][1] == trusted:
+                merged[-1] = (merged[-1][0] + text, trusted)
+            elif text:
+                merged.append((text, trusted))
+        tokens = [llama_cpp.llama_vocab_bos(self.vocab)] if self.add_bos else []
+        for text, trusted in merged:
+            tokens += self.tokenize(text, add_special=False, parse_special=trusted)
+        return tokens
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes one token stands for (control tokens render as nothing)."""

@@ -13,7 +13,7 @@ import pytest
 
 from shared.launch import ServiceProcess, launch_teacher
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from tests.conftest import closed_port, running_edge
+from tests.conftest import closed_port, running_edge, running_teacher
 
 
 def chat(question: str, **fields: object) -> edge_pb2.GenerateRequest:
@@ -136,3 +136,28 @@ async def test_hanging_teacher_hits_the_deadline(silent_listener: int) -> None:
         edge_pb2.DEGRADED_REASON_UNAVAILABLE,
     )
     assert response.student_text
+
+
+async def test_the_breaker_counts_only_the_teachers_own_failures() -> None:
+    """Short app deadlines and prompts the teacher rejects are the caller's doing: the breaker stays closed. Three
+    real teacher failures (it is gone) open it."""
+    async with running_teacher(max_prompt_chars=300) as teacher:
+        async with running_edge(teacher.port, breaker_failure_threshold=3, breaker_reset_seconds=60.0) as edge:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
+                stub = edge_pb2_grpc.EdgeServiceStub(channel)
+                for i in range(20):
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await stub.Generate(chat(f"Tell me about rivers, part {i}.", max_tokens=64), timeout=0.05)
+                    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                await asyncio.sleep(0.5)  # let the edge see its teacher calls end
+                for i in range(10):
+                    rejected = await stub.Generate(chat(f"{i} " + "Why is the sea salty? " * 20, max_tokens=4))
+                    assert rejected.degraded_reason == edge_pb2.DEGRADED_REASON_ERROR  # teacher: INVALID_ARGUMENT
+                assert edge.breaker.state == "closed"
+                await teacher.stop(grace=0)
+                for _ in range(3):
+                    gone = await stub.Generate(chat("Are you there?", max_tokens=4), timeout=30)
+                    assert gone.degraded_reason == edge_pb2.DEGRADED_REASON_UNAVAILABLE
+                assert edge.breaker.state == "open"
+                skipped = await stub.Generate(chat("And now?", max_tokens=4), timeout=30)
+                assert skipped.degraded_reason == edge_pb2.DEGRADED_REASON_CIRCUIT_OPEN
