@@ -8,6 +8,7 @@ as it arrives, so cloud latency and edge prefill overlap.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from shared.protocol.domain import (
 from shared.server.errors import BackendError
 
 logger = logging.getLogger(__name__)
+
+GUIDANCE_RETOKENISE_FACTOR = 1.5
 
 
 @dataclass
@@ -194,5 +197,10 @@ class AnswerFlow:
     def _submit(
         self, rendered: RenderedPrompt, params: GenerateParams, *, prompt_open: bool, continuation: str = ""
     ) -> EngineSequence:
+        # Room for the guidance still to come, in the student's tokens: K teacher tokens re-tokenised by another
+        # tokenizer can take more (Gemma to SmolLM2: ~1.2x; the same tokenizer: 1x), with a margin.
+        budget = math.ceil(GUIDANCE_RETOKENISE_FACTOR * params.guidance_tokens) + 8 if prompt_open else 0
         sampling = SamplingParams.of(params.sampling, params.max_tokens, rendered.stop)
-        return self.engine.submit(rendered.with_untrusted(continuation), sampling, prompt_open=prompt_open)
+        return self.engine.submit(
+            rendered.with_untrusted(continuation), sampling, prompt_open=prompt_open, appended_budget=budget
+        )

@@ -38,6 +38,13 @@ class PromptTooLongError(InvalidArgumentError):
         super().__init__("prompt", problem)
 
 
+class ContextTooSmallError(InvalidArgumentError):
+    """The prompt fits, but not with the text still to come and `max_tokens` (INVALID_ARGUMENT on `max_tokens`)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("max_tokens", problem)
+
+
 class EngineClosedError(NotReadyError):
     """The engine is shutting down and takes no new sequences (UNAVAILABLE)."""
 
@@ -258,16 +265,33 @@ class BatchedLlamaEngine:
     # ---- public API -------------------------------------------------------------------------------------
 
     def submit(
-        self, prompt: str | Sequence[PromptPiece], params: SamplingParams, *, prompt_open: bool = False
+        self,
+        prompt: str | Sequence[PromptPiece],
+        params: SamplingParams,
+        *,
+        prompt_open: bool = False,
+        appended_budget: int = 0,
     ) -> EngineSequence:
-        """Queues a sequence; raises `QueueFullError`, `PromptTooLongError` or `EngineClosedError` (domain errors:
-        callers pass them on, and the error interceptor gives each its gRPC status)."""
+        """Queues a sequence; raises `QueueFullError`, `PromptTooLongError`, `ContextTooSmallError` or
+        `EngineClosedError` (domain errors: callers pass them on, and the error interceptor gives each its status).
+
+        `appended_budget`: tokens of text still to be appended to an open prompt (e.g. guidance). The prompt, that
+        budget and `max_tokens` must fit in a slot's context, so a request that cannot finish is refused before any
+        work instead of failing half way.
+        """
         if params.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
         pieces = [(prompt, False)] if isinstance(prompt, str) else list(prompt)  # a bare string is plain text
         n_prompt = len(self.model.tokenize_pieces(pieces))
         if n_prompt >= self.n_ctx_per_slot:
             raise PromptTooLongError(f"prompt has {n_prompt} tokens; the context per slot holds {self.n_ctx_per_slot}")
+        needed = n_prompt + appended_budget + params.max_tokens
+        if needed > self.n_ctx_per_slot:
+            raise ContextTooSmallError(
+                f"the prompt's {n_prompt} tokens, up to {appended_budget} tokens of guidance and max_tokens "
+                f"{params.max_tokens} need {needed} tokens; a request's context holds {self.n_ctx_per_slot}: "
+                "lower max_tokens or guidance_tokens"
+            )
         sequence = EngineSequence(
             engine=self,
             params=params,
@@ -475,7 +499,9 @@ class BatchedLlamaEngine:
             sequence.pending_text.clear()
             tokens = self.model.tokenize_pieces(sequence.prompt)
             if len(tokens) >= self.n_ctx_per_slot:
-                self._finish(sequence, "error", error="prompt with guidance does not fit in the slot's context")
+                # More text than the admission check reserved (a teacher that wrote more than asked, or text that
+                # re-tokenised longer): the answer ends here, as when it runs out of room while generating.
+                self._finish(sequence, "length")
                 continue
             # Text appended can re-tokenise the end of what was there: keep the common prefix, drop the rest.
             common = 0
