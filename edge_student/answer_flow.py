@@ -202,5 +202,9 @@ class AnswerFlow:
         budget = math.ceil(GUIDANCE_RETOKENISE_FACTOR * params.guidance_tokens) + 8 if prompt_open else 0
         sampling = SamplingParams.of(params.sampling, params.max_tokens, rendered.stop)
         return self.engine.submit(
-            rendered.with_untrusted(continuation), sampling, prompt_open=prompt_open, appended_budget=budget
+            rendered.with_untrusted(continuation),
+            sampling,
+            prompt_open=prompt_open,
+            appended_budget=budget,
+            output_context=continuation,
         )

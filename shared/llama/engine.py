@@ -140,6 +140,9 @@ class EngineSequence:
     cached_prompt_tokens: int = 0
     n_past: int = 0  # prompt tokens already in the KV cache
     pending_text: list[str] = field(default_factory=list)
+    # The text the output continues (guidance appended, or a continuation given at submission): stop sequences are
+    # matched across the hand-off from it to the output.
+    output_context: str = ""
     cancel_requested: bool = False
     completion_tokens: int = 0
     next_token: int = -1
@@ -271,13 +274,15 @@ class BatchedLlamaEngine:
         *,
         prompt_open: bool = False,
         appended_budget: int = 0,
+        output_context: str = "",
     ) -> EngineSequence:
         """Queues a sequence; raises `QueueFullError`, `PromptTooLongError`, `ContextTooSmallError` or
         `EngineClosedError` (domain errors: callers pass them on, and the error interceptor gives each its status).
 
         `appended_budget`: tokens of text still to be appended to an open prompt (e.g. guidance). The prompt, that
         budget and `max_tokens` must fit in a slot's context, so a request that cannot finish is refused before any
-        work instead of failing half way.
+        work instead of failing half way. `output_context`: text at the end of the prompt that the output continues
+        (appended text adds to it), for stop sequences that span the hand-off.
         """
         if params.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
@@ -297,6 +302,7 @@ class BatchedLlamaEngine:
             params=params,
             prompt=pieces,
             prompt_open=prompt_open,
+            output_context=output_context,
             loop=asyncio.get_running_loop(),
         )
         with self._lock:
@@ -460,6 +466,7 @@ class BatchedLlamaEngine:
             self._reuse_prefix(sequence)
             sequence.sampler = self._make_sampler(sequence.params)
             sequence.text_stream = TextStream(sequence.params.stop)
+            sequence.text_stream.seed(sequence.output_context)
 
     def _reuse_prefix(self, sequence: EngineSequence) -> None:
         """Shares with `sequence` the KV cells of the longest prompt prefix already computed (by the prefix cache or
@@ -495,8 +502,12 @@ class BatchedLlamaEngine:
         for sequence in filter(None, self._slots):
             if not sequence.pending_text:
                 continue
-            sequence.prompt.append(("".join(sequence.pending_text), False))  # appended text is never trusted
+            appended = "".join(sequence.pending_text)
+            sequence.prompt.append((appended, False))  # appended text is never trusted
             sequence.pending_text.clear()
+            sequence.output_context += appended
+            assert sequence.text_stream is not None
+            sequence.text_stream.seed(sequence.output_context)
             tokens = self.model.tokenize_pieces(sequence.prompt)
             if len(tokens) >= self.n_ctx_per_slot:
                 # More text than the admission check reserved (a teacher that wrote more than asked, or text that

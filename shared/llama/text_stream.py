@@ -15,14 +15,24 @@ class TextStream:
     def __init__(self, stop: tuple[str, ...] = ()) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stop = tuple(s for s in stop if s)
-        self._text = ""  # everything decoded so far (including held-back text)
+        self._text = ""  # the context's tail, then everything decoded so far (including held-back text)
+        self._start = 0  # where the output starts in `_text` (after the context's tail)
         self._released = 0  # length of the prefix of `_text` already released
         self.stopped = False
 
     @property
     def text(self) -> str:
         """All text released so far."""
-        return self._text[: self._released]
+        return self._text[self._start : self._released]
+
+    def seed(self, context: str) -> None:
+        """Sets the text the output continues (e.g. the teacher's guidance); only before any output. A stop sequence
+        may begin in it and end in the output; the context itself is never released."""
+        if len(self._text) > self._start:
+            raise RuntimeError("the context of a text stream is set before its output")
+        longest = max((len(s) for s in self._stop), default=0)
+        tail = context[-(longest - 1) :] if longest > 1 else ""
+        self._text, self._start, self._released = tail, len(tail), len(tail)
 
     def push(self, data: bytes) -> str:
         """Adds one token's bytes; returns the newly released text (maybe empty). Sets `stopped` on a stop match."""
@@ -32,8 +42,8 @@ class TextStream:
         # A stop sequence can only start inside the unreleased tail (or just before it).
         search_from = max(0, self._released - max((len(s) for s in self._stop), default=0))
         hits = [i for s in self._stop if (i := self._text.find(s, search_from)) >= 0]
-        if hits:
-            self._text = self._text[: min(hits)]
+        if hits:  # a match that began in the context ends the output where it stood
+            self._text = self._text[: max(min(hits), self._start)]
             self.stopped = True
             return self._release(len(self._text))
         return self._release(len(self._text) - self._held_back_length())

@@ -139,7 +139,9 @@ def guidance_done_from_pb(done: teacher_pb2.GuidanceDone) -> GuidanceDone:
     return GuidanceDone(
         prompt_tokens=done.usage.prompt_tokens,
         completion_tokens=done.usage.completion_tokens,
-        finish_reason=_FINISH_FROM_PB.get(done.finish_reason, "stop"),
+        # Only an explicit STOP says the teacher finished the answer; unset (or unknown) means it has not, and the
+        # student goes on from the guidance rather than cutting the answer short.
+        finish_reason=_FINISH_FROM_PB.get(done.finish_reason, "length"),
         timings=TeacherTimings(
             queue_seconds=done.timings.queue_seconds,
             time_to_first_token_seconds=done.timings.time_to_first_token_seconds,

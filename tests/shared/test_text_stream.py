@@ -1,5 +1,7 @@
 """TextStream: whole UTF-8 characters only, stop sequences cut out and never leaked."""
 
+import pytest
+
 from shared.llama.text_stream import TextStream
 
 
@@ -38,3 +40,25 @@ def test_earliest_of_several_stops_wins() -> None:
     stream = TextStream(stop=("zz", "b"))
     stream.push(b"a b zz")
     assert stream.stopped and stream.text == "a "
+
+
+def test_a_stop_sequence_that_begins_in_the_context_ends_the_output() -> None:
+    stream = TextStream(stop=("\nQ:",))
+    stream.seed("The answer is 5.\n")  # the guidance ended the line; the student starts the next question
+    assert stream.push(b"Q") == ""
+    assert stream.push(b": what next?") == ""
+    assert stream.stopped and stream.text == "" and stream.flush() == ""
+
+
+def test_the_context_is_never_released_and_unrelated_output_flows() -> None:
+    stream = TextStream(stop=("\nQ:",))
+    stream.seed("The answer is 5.\n")
+    assert stream.push(b"So") + stream.push(b" five.") == "So five."
+    assert stream.text == "So five." and not stream.stopped
+
+
+def test_the_context_is_set_before_any_output() -> None:
+    stream = TextStream(stop=("x",))
+    stream.push(b"a")
+    with pytest.raises(RuntimeError, match="before its output"):
+        stream.seed("b")
