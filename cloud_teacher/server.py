@@ -26,6 +26,7 @@ class TeacherServer(TierServer):
         self.settings: TeacherSettings = settings
         metrics = GktMetrics("teacher")
         self.backend = create_backend(settings, metrics)
+        self.backend.on_failure = self.model_failed
         metrics.track_occupancy(lambda: self.backend.occupancy()[0], lambda: self.backend.occupancy()[1])
         servicer = TeacherServicer(self.backend, settings, metrics)
         super().__init__(

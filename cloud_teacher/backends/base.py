@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from shared.protocol.domain import GuidanceEvent, GuidanceParams, ServerInfo
 
@@ -12,6 +12,8 @@ class TeacherBackend(abc.ABC):
     """Generates guidance. Closing the iterator returned by `generate` aborts the request in the engine."""
 
     name: str
+    # Told (from any thread) when the engine dies for good; the server turns its health NOT_SERVING.
+    on_failure: Callable[[BaseException], None] | None = None
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -39,7 +39,9 @@ class LlamaCppBackend(TeacherBackend):
         self._format: PromptFormat = CompletionFormat()
 
     async def start(self) -> None:
-        self._engine = await start_engine(self._settings, self._settings.model or DEFAULT_TEACHER, self._metrics)
+        self._engine = await start_engine(
+            self._settings, self._settings.model or DEFAULT_TEACHER, self._metrics, on_failure=self.on_failure
+        )
         self._metrics.track_engine(self._engine)
         template = self._engine.model.metadata("tokenizer.chat_template")
         self._format = select_prompt_format(self._settings.prompt_format, template)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -14,7 +15,14 @@ from cloud_teacher.settings import TeacherSettings
 from shared.hardware import package_version
 from shared.metrics import GktMetrics
 from shared.prompt_formats import select_prompt_format
-from shared.protocol.domain import GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, ServerInfo
+from shared.protocol.domain import (
+    GuidanceDelta,
+    GuidanceDone,
+    GuidanceEvent,
+    GuidanceParams,
+    ServerInfo,
+    TeacherTimings,
+)
 from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
 from shared.server.secrets import read_secret
 
@@ -79,11 +87,15 @@ class OpenAIBackend(TeacherBackend):
         if params.sampling.seed is not None:
             body["seed"] = params.sampling.seed
         chunks = 0
+        queue_seconds = 0.0
         usage: dict[str, Any] = {}
         finish_reason = "length"
         self._running += 1
         try:
+            sent = time.monotonic()
             async with self._client.stream("POST", "/completions", json=body) as response:
+                # A remote server reports no queue time: the wait until its response headers is the closest.
+                queue_seconds = time.monotonic() - sent
                 if response.status_code != 200:
                     await response.aread()
                     raise _http_error(response)
@@ -111,6 +123,7 @@ class OpenAIBackend(TeacherBackend):
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", chunks)),
             finish_reason=finish_reason,  # type: ignore[arg-type]
+            timings=TeacherTimings(queue_seconds=queue_seconds),
             cached_prompt_tokens=int(details.get("cached_tokens") or 0),
         )
 

@@ -17,7 +17,15 @@ from shared.catalog import CATALOG, DEFAULT_TEACHER, cache_dir
 from shared.hardware import hardware_summary, package_version
 from shared.metrics import GktMetrics
 from shared.prompt_formats import CompletionFormat, PromptFormat, PromptPiece, select_prompt_format
-from shared.protocol.domain import FinishReason, GuidanceDelta, GuidanceDone, GuidanceEvent, GuidanceParams, ServerInfo
+from shared.protocol.domain import (
+    FinishReason,
+    GuidanceDelta,
+    GuidanceDone,
+    GuidanceEvent,
+    GuidanceParams,
+    ServerInfo,
+    TeacherTimings,
+)
 from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +91,13 @@ def checkpoint_dtype(model: str) -> str:
         return "auto"
     dtype = data.get("dtype") or data.get("torch_dtype")
     return dtype if dtype in ("float32", "bfloat16", "float16") else "auto"
+
+
+def _queue_seconds(metrics: Any) -> float:
+    """How long vLLM's scheduler kept the request waiting: from queued to first scheduled (engine-core clock)."""
+    if metrics is None or not getattr(metrics, "scheduled_ts", 0.0):
+        return 0.0
+    return max(0.0, float(metrics.scheduled_ts - metrics.queued_ts))
 
 
 def encode_pieces(tokenizer: Any, pieces: Sequence[PromptPiece]) -> list[int]:
@@ -175,6 +190,7 @@ class VllmBackend(TeacherBackend):
         finished = False
         completion_tokens = 0
         cached_prompt_tokens = 0
+        queue_seconds = 0.0
         finish_reason: FinishReason = "length"
         self._running += 1
         try:
@@ -182,6 +198,7 @@ class VllmBackend(TeacherBackend):
                 completion = output.outputs[0]
                 completion_tokens += len(completion.token_ids)
                 cached_prompt_tokens = output.num_cached_tokens or cached_prompt_tokens
+                queue_seconds = queue_seconds or _queue_seconds(output.metrics)
                 if completion.text:
                     yield GuidanceDelta(completion.text)
                 if output.finished:
@@ -191,6 +208,8 @@ class VllmBackend(TeacherBackend):
             raise
         except Exception as error:  # the engine died or rejected the request
             if self._engine is not None and getattr(self._engine, "errored", False):
+                if self.on_failure is not None:
+                    self.on_failure(error)
                 raise BackendError("the vLLM engine has failed; the teacher must be restarted") from error
             raise BackendError(f"vLLM failed: {error}") from error
         finally:
@@ -202,6 +221,7 @@ class VllmBackend(TeacherBackend):
             prompt_tokens=len(prompt_ids),
             completion_tokens=completion_tokens,
             finish_reason=finish_reason,
+            timings=TeacherTimings(queue_seconds=queue_seconds),
             cached_prompt_tokens=cached_prompt_tokens,
         )
 

@@ -22,7 +22,7 @@ from shared.llama.model import LlamaModel
 from shared.llama.text_stream import TextStream
 from shared.prompt_formats import PromptPiece
 from shared.protocol.domain import Sampling
-from shared.server.errors import InvalidArgumentError, NotReadyError, OverloadedError
+from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ class ContextTooSmallError(InvalidArgumentError):
 
 class EngineClosedError(NotReadyError):
     """The engine is shutting down and takes no new sequences (UNAVAILABLE)."""
+
+
+class EngineFailedError(BackendError):
+    """The engine thread died: every sequence ended with an error and none are taken (UNAVAILABLE)."""
 
 
 @dataclass(frozen=True)
@@ -225,9 +229,15 @@ class BatchedLlamaEngine:
     cancelled has its KV cells removed and its slot freed at once.
     """
 
-    def __init__(self, config: EngineConfig, step_observer: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        step_observer: Callable[[int], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.config = config
         self._step_observer = step_observer  # told how many sequences each decode step advanced (metrics)
+        self._on_failure = on_failure  # told, from the engine thread, that the engine can serve no more
         self.model = LlamaModel(config.model_path)
         self.n_ctx_per_slot = min(config.n_ctx_per_slot, self.model.n_ctx_train)
         params = llama_cpp.llama_context_default_params()
@@ -258,6 +268,8 @@ class BatchedLlamaEngine:
         self._waiting: collections.deque[EngineSequence] = collections.deque()
         self._slots: list[EngineSequence | None] = [None] * config.n_slots
         self._closed = False
+        self.failure: BaseException | None = None  # set when the engine thread died: nothing is served any more
+        self._injected_failure: BaseException | None = None  # tests only: raised by the engine thread's next step
         self._held = False
         self._cache_tokens: list[int] = []  # the prompt prefix whose KV cells the cache sequence holds
         self._outbox: list[tuple[EngineSequence, _Event]] = []  # events of the current step (engine thread only)
@@ -306,6 +318,8 @@ class BatchedLlamaEngine:
             loop=asyncio.get_running_loop(),
         )
         with self._lock:
+            if self.failure is not None:
+                raise EngineFailedError(f"the student engine failed ({self.failure!r}); the server must be restarted")
             if self._closed:
                 raise EngineClosedError("the engine is shutting down")
             in_system = len(self._waiting) + sum(s is not None for s in self._slots)
@@ -348,14 +362,26 @@ class BatchedLlamaEngine:
                 prefix_cache_tokens=len(self._cache_tokens),
             )
 
-    def close(self) -> None:
-        """Cancels everything, stops the thread and frees the context."""
+    def _fail_next_step(self, error: BaseException) -> None:
+        """Tests only: makes the engine thread raise `error` at its next step, as an unexpected bug would."""
+        with self._lock:
+            self._injected_failure = error
+            self._lock.notify()
+
+    def close(self, join_seconds: float = 30.0) -> None:
+        """Cancels everything, stops the thread and frees the context (never while the thread still runs)."""
         with self._lock:
             self._closed = True
             for sequence in [*self._waiting, *(s for s in self._slots if s is not None)]:
                 sequence.cancel_requested = True
             self._lock.notify()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=join_seconds)
+        if self._thread.is_alive():
+            # Freeing the context under a thread still inside llama.cpp would crash the process: leak it instead.
+            logger.error(
+                "the engine thread did not stop within %.0fs; its llama.cpp context is not freed", join_seconds
+            )
+            return
         if self._ctx:
             llama_cpp.llama_batch_free(self._batch)
             llama_cpp.llama_free(self._ctx)
@@ -383,10 +409,35 @@ class BatchedLlamaEngine:
     # ---- the engine thread -------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """The engine thread: steps until closed; any failure outside a decode ends every sequence with an error."""
+        try:
+            self._steps()
+        except BaseException as error:
+            logger.exception("the llama.cpp engine thread failed; failing every sequence and refusing new ones")
+            self._fail_everything(error)
+
+    def _fail_everything(self, error: BaseException) -> None:
+        """Ends every sequence with the error, without touching llama.cpp (its state is unknown now)."""
+        with self._lock:
+            self.failure = error
+            sequences = [*self._waiting, *(s for s in self._slots if s is not None)]
+            self._waiting.clear()
+            self._slots = [None] * self.config.n_slots
+        for sequence in sequences:
+            if sequence.state is not _State.DONE:
+                sequence.state = _State.DONE
+                sequence._emit(_Event(result=self._result(sequence, "error", error=f"the engine failed: {error!r}")))
+        self._deliver()
+        if self._on_failure is not None:
+            self._on_failure(error)
+
+    def _steps(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and not self._has_work():
+                while not self._closed and not self._has_work() and self._injected_failure is None:
                     self._lock.wait()
+                if self._injected_failure is not None:
+                    raise self._injected_failure
                 if self._closed:
                     self._finish_all_cancelled()
                     self._deliver()
@@ -668,13 +719,18 @@ class BatchedLlamaEngine:
             sequence.sampler = None
         sequence.state = _State.DONE
         tail = sequence.text_stream.flush() if sequence.text_stream and reason != "cancelled" else ""
+        sequence._emit(_Event(text=tail, result=self._result(sequence, reason, error=error)))
+
+    @staticmethod
+    def _result(sequence: EngineSequence, reason: str, *, error: str = "") -> SequenceResult:
+        """What a finished sequence produced, with its durations."""
         now = time.monotonic()
         start = sequence.submitted_at
 
         def since(t: float, origin: float = start) -> float:
             return max(0.0, t - origin) if t else 0.0
 
-        result = SequenceResult(
+        return SequenceResult(
             text=(sequence.text_stream.text if sequence.text_stream else ""),
             finish_reason=reason,
             # The prompt tokens the sequence holds in its KV cells (computed or reused): all of them once it ran,
@@ -694,7 +750,6 @@ class BatchedLlamaEngine:
             submitted_at=sequence.submitted_at,
             error=error,
         )
-        sequence._emit(_Event(text=tail, result=result))
 
     def _finish_all_cancelled(self) -> None:
         for sequence in [*self._waiting, *(s for s in self._slots if s is not None)]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
@@ -30,10 +31,16 @@ class EngineSettings(BaseModel):
     )
 
 
-async def start_engine(settings: EngineSettings, model: str, metrics: GktMetrics) -> BatchedLlamaEngine:
+async def start_engine(
+    settings: EngineSettings,
+    model: str,
+    metrics: GktMetrics,
+    on_failure: Callable[[BaseException], None] | None = None,
+) -> BatchedLlamaEngine:
     """Resolves `model` (a catalog name or a GGUF path), loads it into a batched engine and warms it up.
 
     The warm-up decode allocates llama.cpp's compute buffers, so the first real request does not pay for it.
+    `on_failure` is told (from the engine thread) if the engine dies.
     """
     path = await asyncio.to_thread(resolve_gguf, model)
     config = EngineConfig(
@@ -44,7 +51,7 @@ async def start_engine(settings: EngineSettings, model: str, metrics: GktMetrics
         prefill_chunk=settings.prefill_chunk,
         max_queue=settings.max_queue,
     )
-    engine = await asyncio.to_thread(BatchedLlamaEngine, config, metrics.observe_batch)
+    engine = await asyncio.to_thread(BatchedLlamaEngine, config, metrics.observe_batch, on_failure)
     await engine.submit("Hello", SamplingParams(max_tokens=1)).wait()
     logger.info("llama.cpp engine: %s, %d slots, %d thread(s)", path, config.n_slots, config.n_threads)
     return engine

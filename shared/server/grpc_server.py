@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import signal
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -99,6 +100,7 @@ class GrpcServer:
         if self.port == 0:
             raise RuntimeError(f"could not bind the gRPC port at {address}")
         self.metrics_port: int | None = None
+        self.serving_since: float | None = None  # time.monotonic() when health turned SERVING
         self._metrics_registries = metrics_registries
         self._metrics_http: Any = None
 
@@ -115,8 +117,14 @@ class GrpcServer:
             self.metrics_port = self._metrics_http.server_port
         logger.info("gRPC listening on %s:%s (metrics port %s)", self.settings.host, self.port, self.metrics_port)
 
+    async def set_not_serving(self) -> None:
+        """Flips health to NOT_SERVING (the model can serve no more): load balancers stop sending traffic."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        logger.error("NOT_SERVING on port %s: the model failed", self.port)
+
     async def set_serving(self) -> None:
         """Flips health to SERVING (call once the model is loaded and warmed) and writes the ready file."""
+        self.serving_since = time.monotonic()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         if self.settings.ready_file is not None:
             self.settings.ready_file.write_text(json.dumps({"port": self.port, "metrics_port": self.metrics_port}))
@@ -149,6 +157,7 @@ class TierServer(abc.ABC):
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self._loop: asyncio.AbstractEventLoop | None = None  # the serving loop, once listening
         self.grpc = GrpcServer(
             settings,
             [service],
@@ -168,7 +177,14 @@ class TierServer(abc.ABC):
 
     async def listen(self) -> None:
         """Accepts connections; health is NOT_SERVING and calls get UNAVAILABLE until `load` finishes."""
+        self._loop = asyncio.get_running_loop()
         await self.grpc.start()
+
+    def model_failed(self, error: BaseException) -> None:
+        """Told from any thread that the model died: health turns NOT_SERVING, so traffic goes elsewhere."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(lambda: loop.create_task(self.grpc.set_not_serving()))
 
     async def load(self) -> None:
         """Loads and warms the model, then reports SERVING."""

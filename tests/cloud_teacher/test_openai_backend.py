@@ -77,6 +77,8 @@ async def test_guidance_streams_from_the_openai_server(openai_teacher: TeacherSe
     text = "".join(c.delta.text for c in chunks)
     final = chunks[-1]
     assert final.HasField("done") and 0 < final.done.usage.completion_tokens <= 12
+    # The server reports no queue time; the backend reports the wait for its response headers.
+    assert 0 < final.done.timings.queue_seconds <= final.done.timings.time_to_first_token_seconds
     assert sum(bool(c.delta.text) for c in chunks) > 1, "the guidance should arrive as several deltas"
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}) as client:
         direct = await client.post(

@@ -108,6 +108,8 @@ async def test_concurrent_requests_are_batched(vllm_teacher: TeacherServer) -> N
         results = await asyncio.gather(*(stream_text(stub, guidance_request(k, p)) for p in prompts))
         concurrent = time.perf_counter() - started
     assert all(final.usage.completion_tokens == k for _, final in results)
+    # vLLM's own queue time (queued to scheduled, from its request metrics) is reported, never the old constant 0.
+    assert all(0 < final.timings.queue_seconds < final.timings.total_seconds for _, final in results)
     # Measured here: ~0.25. One request at a time would be ~1.0.
     assert concurrent < 0.6 * sequential, f"concurrent {concurrent:.2f}s vs sequential {sequential:.2f}s"
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from prometheus_client import CollectorRegistry
 
 from cloud_teacher.server import TeacherServer
 from edge_student.server import EdgeServer
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
-from tests.conftest import counter_total
+from tests.conftest import counter_total, running_teacher
 
 QUESTION = "Explain in detail how plants turn sunlight into food."
 
@@ -226,3 +228,19 @@ async def test_continue_final_message_continues_the_apps_assistant_text(
     assert (await edge_stub.Generate(fresh)).text != response.text, "the prefill changed nothing"
     # The student's prompt held the prefill: more prompt tokens than the same conversation without it.
     assert response.usage.student_prompt_tokens > (await edge_stub.Generate(fresh)).usage.student_prompt_tokens
+
+
+async def test_the_teacher_reports_how_long_a_request_waited_for_a_slot() -> None:
+    """One slot, two streams: the second waits for the first (the llama.cpp engine's queue time, reported)."""
+    async with running_teacher(n_slots=1) as teacher:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{teacher.port}") as channel:
+            stub = teacher_pb2_grpc.TeacherServiceStub(channel)
+            request = teacher_pb2.GuidanceRequest(prompt="Q: Tell me a story.\nA:", guidance_tokens=24)
+
+            async def done() -> teacher_pb2.GuidanceDone:
+                return [c async for c in stub.StreamGuidance(request)][-1].done
+
+            first, second = await asyncio.gather(done(), done())
+    waited = max(first.timings.queue_seconds, second.timings.queue_seconds)
+    shortest = min(first.timings.total_seconds, second.timings.total_seconds)
+    assert waited >= 0.5 * shortest > 0, (first.timings, second.timings)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_teacher.server import TeacherServer
+from edge_student.client import build_request
+from edge_student.server import EdgeServer
 from shared.launch import launch_edge
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from tests.conftest import closed_port, edge_settings
 
 
 async def in_system(metrics_port: int | None) -> float:
@@ -79,3 +83,34 @@ async def test_sigterm_during_load(teacher_server: TeacherServer) -> None:
         assert await asyncio.to_thread(edge.process.wait, 60) == 0
     finally:
         edge.stop()
+
+
+async def test_requests_before_warm_up_is_done_get_unavailable_not_an_answer() -> None:
+    """While the edge loads and warms its student (health NOT_SERVING), every request is refused at once with
+    UNAVAILABLE, as the teacher does, instead of being queued and answered slowly."""
+    edge = EdgeServer(edge_settings(closed_port(), n_slots=4))
+    await edge.listen()
+    loading = asyncio.ensure_future(edge.load())
+    outcomes: list[tuple[float, grpc.StatusCode]] = []  # (answered at, status)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
+            stub = edge_pb2_grpc.EdgeServiceStub(channel)
+            request = build_request("Hi", "student", max_tokens=1)
+
+            async def one() -> None:
+                try:
+                    await stub.Generate(request, timeout=30)
+                    code = grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as error:
+                    code = error.code()
+                outcomes.append((time.monotonic(), code))
+
+            while not loading.done():
+                await asyncio.gather(*(one() for _ in range(4)))
+        await loading
+    finally:
+        await edge.stop(grace=0)
+    assert edge.grpc.serving_since is not None
+    before = [code for answered_at, code in outcomes if answered_at < edge.grpc.serving_since]
+    assert len(before) >= 8, "too few requests landed while the edge was loading to tell"
+    assert set(before) == {grpc.StatusCode.UNAVAILABLE}, f"answered before the edge was SERVING: {before}"
