@@ -12,5 +12,7 @@ def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
     if value is not None:
         return value.get_secret_value()
     if file is not None:
-        return file.read_text().strip()
+        # Only the first line: a trailing newline or a comment line below must not become part of the token.
+        lines = file.read_text().splitlines()
+        return lines[0].strip() if lines else ""
     return None
