@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from concurrent import futures
@@ -679,3 +680,60 @@ def test_k8s_edge_autoscaler(k8s: list[dict[str, Any]]) -> None:
     assert [m["resource"]["name"] for m in autoscaler["spec"]["metrics"]] == ["cpu"]
     (edge,) = find(k8s, "Deployment", "edge")["spec"]["template"]["spec"]["containers"]
     assert edge["resources"]["requests"]["cpu"], "CPU utilisation needs a CPU request"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kubernetes: tokens and TLS
+
+
+def secret_data(name: str) -> dict[str, str]:
+    (secret,) = [d for d in load_yaml_documents(K8S_DIR / "secrets.yaml") if d["metadata"]["name"] == name]
+    return dict(secret["stringData"])
+
+
+def tier_environment() -> dict[str, str]:
+    """This process's environment without tier settings, so a child server sees only its command line."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(tuple(TIERS))}
+
+
+@pytest.mark.parametrize(
+    ("module", "flags", "setting"),
+    [
+        (
+            "cloud_teacher.server",
+            ["--backend", "llamacpp", "--model", "gemma3-270m", "--n-threads", "1", "--auth-tokens-file"],
+            "--auth-tokens-file (GKT_TEACHER_AUTH_TOKENS_FILE)",
+        ),
+        (
+            "edge_student.server",
+            ["--model", "smollm2-135m", "--n-threads", "1", "--teacher-auth-token-file"],
+            "--teacher-auth-token-file (GKT_EDGE_TEACHER_AUTH_TOKEN_FILE)",
+        ),
+    ],
+    ids=["teacher", "edge"],
+)
+def test_k8s_placeholder_token_is_refused(tmp_path: Path, module: str, flags: list[str], setting: str) -> None:
+    """The example Secret's token, mounted as the manifests mount it: the real server refuses to start with it."""
+    placeholder = secret_data("gkt-auth")["teacher-token"]
+    token_file = tmp_path / "teacher-token"
+    token_file.write_text(placeholder)
+    ready, log = tmp_path / "ready.json", tmp_path / "server.log"
+    command = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready)]
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [*command, *flags, str(token_file)], cwd=ROOT, env=tier_environment(), stdout=output, stderr=output
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while server.poll() is None and not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not ready.exists(), f"{module} started with the placeholder token"
+            assert server.poll() is not None, f"{module} neither started nor refused within 120 s"
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.wait(30)
+    message = log.read_text()
+    assert server.returncode != 0
+    assert "refusing to start" in message and setting in message, message
+    assert placeholder not in message, "the refusal printed the secret"
