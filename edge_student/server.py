@@ -19,7 +19,7 @@ from shared.metrics import GktMetrics
 from shared.prompt_formats import select_prompt_format
 from shared.protocol.gkt.v1 import edge_pb2_grpc
 from shared.server.grpc_server import ServiceBinding, TierServer, run_tier
-from shared.server.secrets import read_secret
+from shared.server.secrets import read_bearer_token
 from shared.server.security import channel_credentials
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,12 @@ class EdgeServer(TierServer):
             ),
             credentials=teacher_credentials(settings),
             server_name=settings.teacher_tls_server_name,
-            token=read_secret(settings.teacher_auth_token, settings.teacher_auth_token_file),
+            token=read_bearer_token(
+                settings.teacher_auth_token,
+                settings.teacher_auth_token_file,
+                value_setting=settings.setting_label("teacher_auth_token"),
+                file_setting=settings.setting_label("teacher_auth_token_file"),
+            ),
             max_message_bytes=settings.max_message_bytes,
         )
         self.breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_seconds)

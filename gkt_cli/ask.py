@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,6 +16,19 @@ from google.protobuf.json_format import MessageToDict
 from edge_student.client import MODES, EdgeClient
 from shared.protocol.convert import degraded_reason_name
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2
+from shared.server.secrets import read_secret
+
+# The variable the edge reads for the token it accepts: a user who set it for the server can call it as is.
+TOKEN_ENV = "GKT_EDGE_AUTH_TOKEN"
+TOKEN_WARNING = (
+    "gkt ask: warning: --token puts the secret on the command line, where other users of this machine can read it "
+    f"in the process list and it stays in your shell history; use --token-file PATH or the {TOKEN_ENV} "
+    "environment variable instead\n"
+)
+TOKEN_HINTS = {
+    grpc.StatusCode.UNAUTHENTICATED: f"the edge requires a bearer token: set {TOKEN_ENV} or pass --token-file PATH",
+    grpc.StatusCode.PERMISSION_DENIED: "the edge does not accept the bearer token that was sent",
+}
 
 
 def response_to_json(response: edge_pb2.GenerateResponse) -> dict[str, Any]:
@@ -43,8 +58,31 @@ def _print_human(response: edge_pb2.GenerateResponse) -> None:
     )
 
 
+def bearer_token(token_file: Path | None, token: str | None) -> str | None:
+    """The token to send: --token-file, else the deprecated --token (with a warning), else $GKT_EDGE_AUTH_TOKEN."""
+    if token is not None:
+        sys.stderr.write(TOKEN_WARNING)
+    if token_file is not None:
+        try:
+            from_file = read_secret(None, token_file)
+        except OSError as error:
+            raise ValueError(f"--token-file: cannot read {token_file}: {error.strerror}") from error
+        if not from_file:
+            raise ValueError(f"--token-file: the first line of {token_file} is empty")
+        return from_file
+    return token if token is not None else os.environ.get(TOKEN_ENV) or None
+
+
 def ask_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="gkt ask", description="Ask the edge service one question.")
+    parser = argparse.ArgumentParser(
+        prog="gkt ask",
+        description="Ask the edge service one question.",
+        epilog=(
+            "An edge that requires a bearer token: the token is read from --token-file PATH (its first line), else "
+            f"from the deprecated --token, else from the {TOKEN_ENV} environment variable (the one the edge itself "
+            "reads for the token it accepts)."
+        ),
+    )
     parser.add_argument("question")
     parser.add_argument("--edge", default="127.0.0.1:50052", help="edge address host:port (default %(default)s)")
     parser.add_argument("--mode", choices=list(MODES), default="gkt")
@@ -53,7 +91,16 @@ def ask_main(argv: Sequence[str]) -> int:
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--system-prompt", default="")
-    parser.add_argument("--token", help="bearer token, if the edge requires one")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help=f"file whose first line is the bearer token (safe; without it, ${TOKEN_ENV} is used)",
+    )
+    parser.add_argument(
+        "--token",
+        help="DEPRECATED, unsafe: the token shows in the process list and shell history; use --token-file or "
+        f"${TOKEN_ENV}",
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -67,13 +114,20 @@ def ask_main(argv: Sequence[str]) -> int:
         }.items()
         if value is not None
     }
-    client = EdgeClient(args.edge, token=args.token)
+    try:
+        token = bearer_token(args.token_file, args.token)
+    except ValueError as error:
+        sys.stderr.write(f"gkt ask: {error}\n")
+        return 2
+    client = EdgeClient(args.edge, token=token)
     try:
         response = client.ask(
             args.question, mode=args.mode, timeout=args.timeout, system_prompt=args.system_prompt, **settings
         )
     except grpc.RpcError as error:
         sys.stderr.write(f"gkt ask: {error.code().name}: {error.details()}\n")
+        if error.code() in TOKEN_HINTS:
+            sys.stderr.write(f"gkt ask: {TOKEN_HINTS[error.code()]}\n")
         return 1
     finally:
         client.close()

@@ -21,7 +21,7 @@ from prometheus_client import start_http_server
 from shared.metrics import GktMetrics
 from shared.server.logging_setup import configure_logging
 from shared.server.security import server_credentials, server_interceptors
-from shared.server.settings_base import TierSettings
+from shared.server.settings_base import SettingsError, TierSettings
 
 S = TypeVar("S", bound=TierSettings)
 
@@ -212,7 +212,13 @@ def run_tier(settings_class: type[S], make_server: Callable[[S], TierServer], ar
     configure_logging(settings.log_level, json_lines=settings.log_json)
 
     async def serve() -> None:
-        server = make_server(settings)
+        try:
+            server = make_server(settings)
+        except SettingsError as error:
+            # A clear line for the operator (and the pod's log), not a traceback; non-zero so the pod restarts
+            # visibly failing instead of serving with an unsafe setting.
+            logger.critical("refusing to start: %s", error)
+            raise SystemExit(2) from None
         await server.start()
         try:
             await wait_for_shutdown_signal()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import grpc
 from shared.metrics import GktMetrics
 from shared.server.errors import GktError, PermissionDeniedError, UnauthenticatedError
 from shared.server.interceptors import ErrorInterceptor
-from shared.server.settings_base import TierSettings
+from shared.server.secrets import check_bearer_token
+from shared.server.settings_base import SettingsError, TierSettings
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +26,42 @@ def _read(path: Path | None) -> bytes | None:
     return path.read_bytes() if path is not None else None
 
 
+def _check_certificate_pair(cert_file: Path, key_file: Path, what: str) -> None:
+    """Fails with a `SettingsError` naming the files unless they hold a PEM certificate and its private key.
+
+    gRPC itself reports a bad file only as "Failed to bind to address" (server) or a failed handshake at the
+    first call (client); the placeholders of the Kubernetes example must be refused at start-up, by name.
+    """
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as error:
+        raise SettingsError(
+            f"{what}: {cert_file} and {key_file} are not a readable PEM certificate and its private key ({error})"
+        ) from None
+
+
+def _check_ca_file(ca_file: Path, what: str) -> None:
+    try:
+        ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as error:
+        raise SettingsError(f"{what}: {ca_file} is not a readable PEM CA certificate bundle ({error})") from None
+
+
 def server_credentials(settings: TierSettings) -> grpc.ServerCredentials | None:
     """TLS when a certificate is configured; mutual TLS when a client CA is configured too."""
+    label = settings.setting_label
     if settings.tls_cert_file is None and settings.tls_key_file is None:
         if settings.tls_client_ca_file is not None:
-            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file (mutual TLS runs over TLS)")
+            raise SettingsError(
+                f"{label('tls_client_ca_file')} needs {label('tls_cert_file')} and {label('tls_key_file')} "
+                "(mutual TLS runs over TLS)"
+            )
         return None
     if settings.tls_cert_file is None or settings.tls_key_file is None:
-        raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        raise SettingsError(f"TLS needs both {label('tls_cert_file')} and {label('tls_key_file')}")
+    _check_certificate_pair(settings.tls_cert_file, settings.tls_key_file, f"{label('tls_cert_file')} / key")
+    if settings.tls_client_ca_file is not None:
+        _check_ca_file(settings.tls_client_ca_file, label("tls_client_ca_file"))
     client_ca = _read(settings.tls_client_ca_file)
     return grpc.ssl_server_credentials(
         [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
@@ -43,20 +73,28 @@ def server_credentials(settings: TierSettings) -> grpc.ServerCredentials | None:
 def channel_credentials(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> grpc.ChannelCredentials:
     """Client TLS: the CA to trust (system roots if None) and, for mutual TLS, our certificate and key."""
     if (cert_file is None) != (key_file is None):
-        raise ValueError("a client certificate needs both its certificate file and its key file")
+        raise SettingsError("a client certificate needs both its certificate file and its key file")
+    if ca_file is not None:
+        _check_ca_file(ca_file, "TLS CA file")
+    if cert_file is not None and key_file is not None:
+        _check_certificate_pair(cert_file, key_file, "TLS client certificate")
     return grpc.ssl_channel_credentials(
         root_certificates=_read(ca_file), private_key=_read(key_file), certificate_chain=_read(cert_file)
     )
 
 
 def accepted_tokens(settings: TierSettings) -> frozenset[str]:
-    """The bearer tokens from `auth_token` and `auth_tokens_file` (blank lines and # comments ignored)."""
+    """The bearer tokens from `auth_token` and `auth_tokens_file` (blank lines and # comments ignored); a placeholder
+    or too short token is a `SettingsError`, so a server never starts accepting one."""
     tokens: set[str] = set()
     if settings.auth_token is not None:
-        tokens.add(settings.auth_token.get_secret_value())
+        token = settings.auth_token.get_secret_value()
+        check_bearer_token(token, settings.setting_label("auth_token"))
+        tokens.add(token)
     if settings.auth_tokens_file is not None:
-        for line in settings.auth_tokens_file.read_text().splitlines():
+        for number, line in enumerate(settings.auth_tokens_file.read_text().splitlines(), start=1):
             if (token := line.strip()) and not token.startswith("#"):
+                check_bearer_token(token, f"line {number} of {settings.setting_label('auth_tokens_file')}")
                 tokens.add(token)
     return frozenset(tokens)
 

@@ -10,6 +10,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 
+class SettingsError(ValueError):
+    """A setting's value cannot be used; the message names the setting (never a secret's value)."""
+
+
 class TierSettings(BaseSettings):
     """Settings read from the command line first, then `GKT_<TIER>_*` env vars, then the defaults."""
 
@@ -69,6 +73,12 @@ class TierSettings(BaseSettings):
     auth_exempt_health: bool = Field(
         True, description="Let health checks through without a token (for load balancers and Kubernetes probes)."
     )
+
+    @classmethod
+    def setting_label(cls, field: str) -> str:
+        """How a user sets `field`: its flag and its env var, e.g. `--auth-token (GKT_EDGE_AUTH_TOKEN)`."""
+        prefix = cls.model_config.get("env_prefix", "")
+        return f"--{field.replace('_', '-')} ({prefix}{field.upper()})"
 
     @classmethod
     def from_cli(cls, argv: Sequence[str] | None = None) -> Self:

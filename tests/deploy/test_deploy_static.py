@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from concurrent import futures
@@ -23,8 +25,12 @@ from prometheus_client import metrics as prometheus_metrics
 from pydantic_settings import BaseSettings
 
 from cloud_teacher.settings import TeacherSettings
+from edge_student.server import teacher_credentials
 from edge_student.settings import EdgeSettings
 from shared.metrics import GktMetrics
+from shared.server.grpc_server import GrpcServer
+from shared.server.security import channel_credentials, server_credentials
+from shared.server.settings_base import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -587,6 +593,54 @@ def test_servicemonitor(k8s: list[dict[str, Any]]) -> None:
         assert ports <= {p["name"] for p in service["spec"]["ports"]}, service["metadata"]["name"]
 
 
+# Settings that name a file the pod must mount.
+FILE_SETTINGS = (
+    "auth_tokens_file",
+    "teacher_auth_token_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_client_ca_file",
+    "teacher_tls_ca_file",
+    "teacher_tls_cert_file",
+    "teacher_tls_key_file",
+)
+HEALTH_PROBE_MODULE = "shared.server.health_probe"
+
+
+def probe_port(probe: dict[str, Any], where: str) -> int:
+    """The gRPC port a probe checks: a native `grpc:` probe, or an exec probe running the project's health probe."""
+    if "grpc" in probe:
+        return int(probe["grpc"]["port"])
+    command = probe["exec"]["command"]
+    assert command[:3] == ["python3", "-m", HEALTH_PROBE_MODULE], f"{where}: not the project's health probe"
+    return int(option(command, "--port"))
+
+
+def option(command: list[str], name: str) -> str:
+    assert command.count(name) == 1, f"{name} not given once in {command}"
+    return command[command.index(name) + 1]
+
+
+def secret_file(
+    pod: dict[str, Any], container: dict[str, Any], path: Path, k8s: list[dict[str, Any]]
+) -> tuple[str, str]:
+    """(Secret name, key) that a file path inside the container comes from, checked against the Secret's data."""
+    for mount in container.get("volumeMounts", []):
+        directory = Path(mount["mountPath"])
+        if path.parent != directory:
+            continue
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+        assert "secret" in volume, f"{path} is not in a Secret volume"
+        items = volume["secret"].get("items")
+        keys = {item["path"]: item["key"] for item in items} if items else None
+        key = keys.get(path.name) if keys is not None else path.name
+        assert key is not None, f"{path}: the volume's items do not include {path.name}"
+        name = volume["secret"]["secretName"]
+        assert key in find(k8s, "Secret", name)["stringData"], f"{path}: Secret {name} has no key {key}"
+        return name, key
+    raise AssertionError(f"{path} is not in any mounted volume")
+
+
 def container_env(container: dict[str, Any]) -> dict[str, str]:
     env = {}
     for item in container.get("env", []):
@@ -611,7 +665,7 @@ def test_k8s_deployments_match_settings(k8s: list[dict[str, Any]]) -> None:
         assert ports == {"grpc": settings.port, "metrics": settings.metrics_port}, name
         assert settings.host == "0.0.0.0" and settings.metrics_host == "0.0.0.0"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"]["port"] == settings.port, f"{name} {probe}"
+            assert probe_port(container[probe], f"{name} {probe}") == settings.port, f"{name} {probe}"
         annotations = pod["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         assert int(annotations["prometheus.io/port"]) == settings.metrics_port
@@ -628,10 +682,12 @@ def test_k8s_deployments_match_settings(k8s: list[dict[str, Any]]) -> None:
                 find(k8s, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
         # Files the settings point at are mounted.
         mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
-        for field in ("auth_tokens_file", "teacher_auth_token_file", "tls_cert_file", "teacher_tls_ca_file"):
+        for field in FILE_SETTINGS:
             path = getattr(settings, field, None)
             if path is not None:
                 assert any(str(path).startswith(m + "/") for m in mounts), f"{name}: {path} not mounted"
+                if str(path).startswith("/var/run/gkt/"):
+                    secret_file(pod, container, path, k8s)  # and the Secret volume provides that very key
 
 
 def test_k8s_services_select_their_pods(k8s: list[dict[str, Any]]) -> None:
@@ -679,3 +735,187 @@ def test_k8s_edge_autoscaler(k8s: list[dict[str, Any]]) -> None:
     assert [m["resource"]["name"] for m in autoscaler["spec"]["metrics"]] == ["cpu"]
     (edge,) = find(k8s, "Deployment", "edge")["spec"]["template"]["spec"]["containers"]
     assert edge["resources"]["requests"]["cpu"], "CPU utilisation needs a CPU request"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kubernetes: tokens and TLS
+
+
+def secret_data(name: str) -> dict[str, str]:
+    (secret,) = [d for d in load_yaml_documents(K8S_DIR / "secrets.yaml") if d["metadata"]["name"] == name]
+    return dict(secret["stringData"])
+
+
+def tier_environment() -> dict[str, str]:
+    """This process's environment without tier settings, so a child server sees only its command line."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(tuple(TIERS))}
+
+
+@pytest.mark.parametrize(
+    ("module", "flags", "setting"),
+    [
+        (
+            "cloud_teacher.server",
+            ["--backend", "llamacpp", "--model", "gemma3-270m", "--n-threads", "1", "--auth-tokens-file"],
+            "--auth-tokens-file (GKT_TEACHER_AUTH_TOKENS_FILE)",
+        ),
+        (
+            "edge_student.server",
+            ["--model", "smollm2-135m", "--n-threads", "1", "--teacher-auth-token-file"],
+            "--teacher-auth-token-file (GKT_EDGE_TEACHER_AUTH_TOKEN_FILE)",
+        ),
+    ],
+    ids=["teacher", "edge"],
+)
+def test_k8s_placeholder_token_is_refused(tmp_path: Path, module: str, flags: list[str], setting: str) -> None:
+    """The example Secret's token, mounted as the manifests mount it: the real server refuses to start with it."""
+    placeholder = secret_data("gkt-auth")["teacher-token"]
+    token_file = tmp_path / "teacher-token"
+    token_file.write_text(placeholder)
+    ready, log = tmp_path / "ready.json", tmp_path / "server.log"
+    command = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready)]
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [*command, *flags, str(token_file)], cwd=ROOT, env=tier_environment(), stdout=output, stderr=output
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while server.poll() is None and not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not ready.exists(), f"{module} started with the placeholder token"
+            assert server.poll() is not None, f"{module} neither started nor refused within 120 s"
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.wait(30)
+    message = log.read_text()
+    assert server.returncode != 0
+    assert "refusing to start" in message and setting in message, message
+    assert placeholder not in message, "the refusal printed the secret"
+
+
+def deployment_parts(k8s: list[dict[str, Any]], name: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """A Deployment's pod template, its one container and the settings its env gives."""
+    pod = find(k8s, "Deployment", name)["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = container_env(container)
+    (prefix,) = {tier_of(n) for n in env} - {None}
+    return pod, container, settings_from_env(env, prefix, f"k8s {name}")
+
+
+def test_k8s_tokens_travel_only_inside_tls(k8s: list[dict[str, Any]]) -> None:
+    teacher_pod, teacher_container, teacher = deployment_parts(k8s, "teacher")
+    edge_pod, edge_container, edge = deployment_parts(k8s, "edge")
+    # The example turns the edge -> teacher token on; then both ends of that link must use TLS.
+    assert teacher.auth_tokens_file is not None and edge.teacher_auth_token_file is not None
+    assert teacher.tls_cert_file is not None and teacher.tls_key_file is not None, "the teacher serves plaintext"
+    assert edge.teacher_tls, "the edge would send the token in plaintext"
+    assert secret_file(teacher_pod, teacher_container, teacher.tls_cert_file, k8s) == ("gkt-teacher-tls", "tls.crt")
+    assert secret_file(teacher_pod, teacher_container, teacher.tls_key_file, k8s) == ("gkt-teacher-tls", "tls.key")
+    # The edge trusts the CA of that same Secret, and gets nothing else from it (never the teacher's key).
+    assert secret_file(edge_pod, edge_container, edge.teacher_tls_ca_file, k8s) == ("gkt-teacher-tls", "ca.crt")
+    edge_tls_volumes = [v["secret"] for v in edge_pod["spec"]["volumes"] if "secret" in v]
+    edge_tls_keys = {
+        item["key"] for v in edge_tls_volumes if v["secretName"] == "gkt-teacher-tls" for item in v.get("items", [{}])
+    }
+    assert edge_tls_keys == {"ca.crt"}, "the edge must mount only ca.crt of gkt-teacher-tls"
+    # A tier that accepts tokens from its callers must serve TLS too.
+    for settings in (teacher, edge):
+        if settings.auth_token is not None or settings.auth_tokens_file is not None:
+            assert settings.tls_cert_file is not None
+
+
+def test_k8s_tls_servers_are_probed_over_tls(k8s: list[dict[str, Any]]) -> None:
+    _, _, edge = deployment_parts(k8s, "edge")
+    teacher_host, _ = parse_target(edge.teacher_address)
+    for name in ("teacher", "edge"):
+        pod, container, settings = deployment_parts(k8s, name)
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if settings.tls_cert_file is None:
+                continue
+            # The kubelet's grpc: probes speak plaintext: against a TLS server they fail, always.
+            assert "grpc" not in container[probe], f"{name} {probe}: a plaintext probe on a TLS server"
+            command = container[probe]["exec"]["command"]
+            assert secret_file(pod, container, Path(option(command, "--tls-ca-file")), k8s)[1] == "ca.crt"
+            if name == "teacher":  # its certificate names the host the edges dial
+                assert option(command, "--tls-server-name") == teacher_host
+
+
+def test_k8s_plaintext_listeners_are_declared_loudly(k8s: list[dict[str, Any]]) -> None:
+    for name in ("teacher", "edge"):
+        _, _, settings = deployment_parts(k8s, name)
+        header = (K8S_DIR / f"{name}.yaml").read_text().split("\napiVersion:", 1)[0]
+        if settings.tls_cert_file is None:
+            assert "PLAINTEXT" in header, f"{name}.yaml serves plaintext without saying so at the top"
+
+
+def test_k8s_placeholder_certificates_are_refused(tmp_path: Path) -> None:
+    files = {}
+    for key, value in secret_data("gkt-teacher-tls").items():
+        files[key] = tmp_path / key
+        files[key].write_text(value)
+    placeholder = TeacherSettings.model_validate({"tls_cert_file": files["tls.crt"], "tls_key_file": files["tls.key"]})
+    with pytest.raises(SettingsError, match=r"--tls-cert-file \(GKT_TEACHER_TLS_CERT_FILE\)"):
+        server_credentials(placeholder)
+    with pytest.raises(SettingsError, match="not a readable PEM CA"):
+        channel_credentials(files["ca.crt"], None, None)
+
+
+async def run_async(command: list[str]) -> tuple[int, str]:
+    """Runs a command without blocking the event loop (which may be serving the health check being probed)."""
+    process = await asyncio.create_subprocess_exec(*command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output, _ = await process.communicate()
+    return (process.returncode if process.returncode is not None else -1), output.decode()
+
+
+async def test_k8s_tls_made_by_the_script_serves_the_probes_and_the_edge(
+    tmp_path: Path, k8s: list[dict[str, Any]]
+) -> None:
+    """deploy/k8s/teacher-tls.sh's files, where the manifests mount them: a real TLS server, the manifest's own
+    probe command and the edge's teacher credentials all work, and a plaintext probe does not."""
+    assert shutil.which("openssl"), "openssl is needed to make the certificates"
+    code, output = await run_async(["sh", str(K8S_DIR / "teacher-tls.sh"), str(tmp_path / "tls")])
+    assert code == 0, output
+    assert "kubectl -n gkt create secret generic gkt-teacher-tls" in output
+    assert {p.name for p in (tmp_path / "tls").iterdir()} == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
+
+    def here(path: str | Path) -> Path:  # a file as the pod sees it -> the file the script made
+        return tmp_path / "tls" / Path(path).name
+
+    _, teacher_container, teacher = deployment_parts(k8s, "teacher")
+    _, _, edge = deployment_parts(k8s, "edge")
+    settings = teacher.model_copy(
+        update={
+            "host": "127.0.0.1",
+            "port": 0,
+            "metrics_port": None,
+            "tls_cert_file": here(teacher.tls_cert_file),
+            "tls_key_file": here(teacher.tls_key_file),
+        }
+    )
+    server = GrpcServer(settings, [], credentials=server_credentials(settings))
+    await server.start()
+    try:
+        probe = list(teacher_container["readinessProbe"]["exec"]["command"])
+        probe[0] = sys.executable
+        probe[probe.index("--port") + 1] = str(server.port)
+        ca_index = probe.index("--tls-ca-file") + 1
+        probe[ca_index] = str(here(probe[ca_index]))
+        assert (await run_async(probe))[0] == 1, "the probe passed while the server was NOT_SERVING"
+        await server.set_serving()
+        assert (await run_async(probe))[0] == 0, "the manifest's probe fails against the TLS teacher"
+
+        host, _ = parse_target(edge.teacher_address)
+        credentials = teacher_credentials(
+            edge.model_copy(update={"teacher_tls_ca_file": here(edge.teacher_tls_ca_file)})
+        )
+        assert credentials is not None
+        options = [("grpc.ssl_target_name_override", host)]  # what dialling the Service's name verifies
+        async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", credentials, options) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as plaintext:  # a kubelet grpc: probe
+            with pytest.raises(grpc.aio.AioRpcError):
+                await health_pb2_grpc.HealthStub(plaintext).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    finally:
+        await server.stop(0)

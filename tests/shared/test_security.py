@@ -14,9 +14,12 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_teacher.server import TeacherServer
+from edge_student.server import EdgeServer
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
+from shared.server.security import accepted_tokens
+from shared.server.settings_base import SettingsError
 from tests.certs import CertFiles, CertificateAuthority
-from tests.conftest import running_edge, running_teacher
+from tests.conftest import closed_port, edge_settings, running_edge, running_teacher, teacher_settings
 
 APP_TOKEN = "app-secret-token-6f1c"
 EDGE_TO_TEACHER_TOKEN = "edge-secret-token-93ab"
@@ -143,7 +146,9 @@ async def test_edge_with_a_strangers_certificate_is_refused_by_the_teacher(
 
 
 async def test_edge_with_the_wrong_teacher_token_is_refused(pki: Pki, secure_teacher: TeacherServer) -> None:
-    async with running_edge(f"localhost:{secure_teacher.port}", **edge_security(pki, token="not-it")) as edge:
+    async with running_edge(
+        f"localhost:{secure_teacher.port}", **edge_security(pki, token="not-the-teacher-token-at-all")
+    ) as edge:
         async with app_channel(pki, edge.port) as channel:
             response = await edge_pb2_grpc.EdgeServiceStub(channel).Generate(REQUEST, metadata=bearer(APP_TOKEN))
     assert response.degraded and response.degraded_reason == edge_pb2.DEGRADED_REASON_UNAUTHORIZED
@@ -152,12 +157,55 @@ async def test_edge_with_the_wrong_teacher_token_is_refused(pki: Pki, secure_tea
 
 async def test_token_file_and_health_exemption_switch(tmp_path: Path, teacher_server: TeacherServer) -> None:
     tokens = tmp_path / "tokens"
-    tokens.write_text("# one per line\nfirst-token\n\nsecond-token\n")
+    tokens.write_text("# one per line\nfirst-token-3c0a7d19\n\nsecond-token-8e4b2f60\n")
     async with running_edge(teacher_server.port, auth_tokens_file=tokens, auth_exempt_health=False) as edge:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
             stub = edge_pb2_grpc.EdgeServiceStub(channel)
-            for token in ("first-token", "second-token"):
+            for token in ("first-token-3c0a7d19", "second-token-8e4b2f60"):
                 assert (await stub.Generate(REQUEST, metadata=bearer(token))).text
             with pytest.raises(grpc.aio.AioRpcError) as health:
                 await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert health.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+PLACEHOLDER = "CHANGE-ME-to-a-long-random-token"
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        (PLACEHOLDER, "example placeholder"),
+        ("please-change-me-before-going-live", "example placeholder"),  # any case, anywhere in the token
+        ("fifteen-chars-x", "15 characters; at least 16"),
+    ],
+)
+def test_weak_accepted_tokens_stop_the_server_from_starting(token: str, problem: str, tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=rf"--auth-token \(GKT_TEACHER_AUTH_TOKEN\) .*{problem}") as refused:
+        TeacherServer(teacher_settings(auth_token=token))
+    assert token not in str(refused.value)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# accepted tokens\na-good-token-0f3e5d7c9b\n{token}\n")
+    with pytest.raises(SettingsError, match=r"line 3 of --auth-tokens-file \(GKT_EDGE_AUTH_TOKENS_FILE\)"):
+        EdgeServer(edge_settings(closed_port(), auth_tokens_file=tokens))
+
+
+def test_a_weak_token_for_the_teacher_stops_the_edge(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"--teacher-auth-token \(GKT_EDGE_TEACHER_AUTH_TOKEN\) .*placeholder"):
+        EdgeServer(edge_settings(closed_port(), teacher_auth_token=PLACEHOLDER))
+    token_file = tmp_path / "teacher-token"
+    token_file.write_text("short\n")
+    with pytest.raises(SettingsError, match=r"--teacher-auth-token-file \(GKT_EDGE_TEACHER_AUTH_TOKEN_FILE\) .* 5 "):
+        EdgeServer(edge_settings(closed_port(), teacher_auth_token_file=token_file))
+
+
+def test_sixteen_characters_are_enough() -> None:
+    assert accepted_tokens(teacher_settings(auth_token="0123456789abcdef")) == {"0123456789abcdef"}
+
+
+def test_placeholder_certificates_stop_both_tiers(tmp_path: Path, pki: Pki) -> None:
+    fake = tmp_path / "placeholder.pem"
+    fake.write_text("-----BEGIN CERTIFICATE-----\nPLACEHOLDER\n-----END CERTIFICATE-----\n")
+    with pytest.raises(SettingsError, match=r"--tls-cert-file \(GKT_TEACHER_TLS_CERT_FILE\).*not a readable PEM"):
+        TeacherServer(teacher_settings(tls_cert_file=fake, tls_key_file=pki.teacher.key))
+    with pytest.raises(SettingsError, match=r"TLS CA file: .*placeholder.pem is not a readable PEM CA"):
+        EdgeServer(edge_settings(closed_port(), teacher_tls=True, teacher_tls_ca_file=fake))
