@@ -19,6 +19,7 @@ from typing import cast
 import llama_cpp
 
 from shared.llama.model import LlamaModel
+from shared.llama.scoring import Logits, TokenScore, entropy, logits_row, score
 from shared.llama.text_stream import TextStream
 from shared.prompt_formats import PromptPiece
 from shared.protocol.domain import Sampling
@@ -63,6 +64,10 @@ class SamplingParams:
     seed: int | None = None  # None = a random seed
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # keep going past end-of-sequence (benchmarks and layout tests)
+    # Score each token of text appended to the open prompt (the student's agreement with guidance).
+    score_appended: bool = False
+    # Report the entropy of each generated token's distribution (the student's uncertainty while it writes).
+    report_entropy: bool = False
 
     @classmethod
     def of(cls, sampling: Sampling, max_tokens: int, format_stop: tuple[str, ...] = ()) -> SamplingParams:
@@ -91,6 +96,10 @@ class EngineConfig:
     # Flash attention skips the masked-out cells of other sequences in the shared KV cache (measured here:
     # +10-30 % tokens/s for SmolLM2 on 2 cores).
     flash_attention: bool = True
+    # Tokens of appended text (guidance) prefilled per step, in blocks whose boundaries depend only on the text: a
+    # request's answer is reproducible however its guidance streamed in. 1 prefills each guidance token as it
+    # arrives (the student keeps pace with a CPU teacher and scores every token); raise it for fast teachers.
+    append_block: int = 1
 
 
 @dataclass
@@ -125,6 +134,11 @@ class _State(enum.Enum):
 class _Event:
     text: str = ""
     result: SequenceResult | None = None
+    entropy: float | None = None  # of the generated token whose text this is (if the sequence reports entropy)
+    paused: bool = False  # the sequence stopped generating for more prompt text (see `EngineSequence.pause`)
+    # Delivered at once, not queued behind text: scores of appended tokens, and how many appends are prefilled.
+    scores: tuple[TokenScore, ...] = ()
+    caught_up_to: int = 0  # 0: no news
 
 
 @dataclass(eq=False)
@@ -148,7 +162,14 @@ class EngineSequence:
     # matched across the hand-off from it to the output.
     output_context: str = ""
     cancel_requested: bool = False
+    pause_requested: bool = False
+    append_count: int = 0  # appends received (engine lock)
+    applied_appends: int = 0  # appends whose text is in `tokens` (engine thread)
+    reported_caught_up: int = 0  # the `applied_appends` last reported as fully prefilled
     completion_tokens: int = 0
+    generated: list[int] = field(default_factory=list)  # tokens fed back after the prompt, in the KV cells
+    pending_row: tuple[int, Logits] | None = None  # logits of the last prefilled position, before its next token
+    scoring: bool = False  # scores appended text (until the first pause: bursts are not scored)
     next_token: int = -1
     sampler: ctypes.c_void_p | None = None
     text_stream: TextStream | None = None
@@ -161,10 +182,29 @@ class EngineSequence:
     last_token_at: float = 0.0
     _events: asyncio.Queue[_Event] = field(default_factory=asyncio.Queue)
     result: SequenceResult | None = None
+    # Updated on the caller's event loop as the engine reports them.
+    scores: list[TokenScore] = field(default_factory=list)  # of appended tokens, in order
+    entropies: list[float] = field(default_factory=list)  # of generated tokens, in order
+    caught_up_to: int = 0  # appends prefilled (all of them: `appends`)
+    appends: int = 0  # appends made (caller's side)
+    _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     def append_text(self, text: str) -> None:
         """Appends text to an open prompt (e.g. a guidance delta); the engine re-tokenises and prefills it."""
-        self.engine._append(self, text)
+        if text:
+            self.appends += 1
+            self.engine._append(self, text)
+
+    def pause(self) -> None:
+        """Asks the engine to stop generating and reopen the prompt (with the text generated so far in it) for more
+        text, e.g. a burst of teacher guidance; `stream()` ends at the pause; `close_prompt` resumes generation."""
+        self.engine._pause(self)
+
+    async def caught_up(self) -> None:
+        """Returns once every appended text is prefilled (and scored), as far as an open prompt allows."""
+        while self.caught_up_to < self.appends and self.result is None:
+            self._progress.clear()
+            await self._progress.wait()
 
     def close_prompt(self) -> None:
         """Marks the prompt complete: once it is prefilled, generation starts."""
@@ -175,13 +215,15 @@ class EngineSequence:
         self.engine._cancel(self)
 
     async def stream(self) -> AsyncIterator[str]:
-        """Yields generated text deltas until the sequence ends; then `result` is set."""
+        """Yields generated text deltas until the sequence ends (then `result` is set) or pauses."""
         while self.result is None:
             event = await self._events.get()
             if event.result is not None:
                 self.result = event.result
             if event.text:
                 yield event.text
+            if event.paused:
+                return
 
     async def wait(self) -> SequenceResult:
         """Consumes the whole stream and returns the result."""
@@ -196,7 +238,15 @@ class EngineSequence:
 
 def _put_all(events: list[tuple[EngineSequence, _Event]]) -> None:
     for sequence, event in events:
-        sequence._events.put_nowait(event)
+        if event.scores or event.caught_up_to:
+            sequence.scores.extend(event.scores)
+            sequence.caught_up_to = max(sequence.caught_up_to, event.caught_up_to)
+        if event.entropy is not None:
+            sequence.entropies.append(event.entropy)
+        if event.text or event.result is not None or event.paused or event.entropy is not None:
+            sequence._events.put_nowait(event)
+        if event.result is not None or event.scores or event.caught_up_to:
+            sequence._progress.set()
 
 
 @dataclass(frozen=True)
@@ -207,6 +257,7 @@ class _BatchEntry:
     index: int  # batch index of its last token (where its logits are, if any)
     n_tokens: int
     has_logits: bool
+    score_rows: tuple[tuple[int, int], ...] = ()  # (batch index, position) of logits rows that score appended text
 
 
 @dataclass(frozen=True)
@@ -394,7 +445,13 @@ class BatchedLlamaEngine:
         with self._lock:
             if sequence.prompt_open and text:
                 sequence.pending_text.append(text)
+                sequence.append_count += 1
                 self._lock.notify()
+
+    def _pause(self, sequence: EngineSequence) -> None:
+        with self._lock:
+            sequence.pause_requested = True
+            self._lock.notify()
 
     def _close_prompt(self, sequence: EngineSequence) -> None:
         with self._lock:
@@ -453,8 +510,23 @@ class BatchedLlamaEngine:
                     logger.exception("llama_decode failed")
                     for entry in entries:
                         self._finish(entry.sequence, "error", error=str(error))
+            self._report_caught_up()
             self._count_kv_cells()  # before delivering, so a caller woken by a result sees the freed cells
             self._deliver()
+
+    def _report_caught_up(self) -> None:
+        """Tells callers which appends are fully prefilled (and scored): an open prompt with nothing left to take."""
+        for sequence in filter(None, self._slots):
+            if sequence.applied_appends <= sequence.reported_caught_up or sequence.pending_text:
+                continue
+            if sequence.state is _State.PREFILL:
+                with self._lock:
+                    prompt_complete = not sequence.prompt_open and not sequence.pending_text
+                    available = self._prefill_available(sequence)
+                if self._prefill_piece_end(sequence, available, prompt_complete) > sequence.n_past:
+                    continue  # still prefilling
+            sequence.reported_caught_up = sequence.applied_appends
+            sequence._emit(_Event(caught_up_to=sequence.applied_appends))
 
     def _count_kv_cells(self) -> None:
         """Cells each slot holds, from its highest cached position (the prefix cache's own are not counted)."""
@@ -516,6 +588,7 @@ class BatchedLlamaEngine:
             sequence.initial_prompt_tokens = len(sequence.tokens)
             self._reuse_prefix(sequence)
             sequence.sampler = self._make_sampler(sequence.params)
+            sequence.scoring = sequence.params.score_appended
             sequence.text_stream = TextStream(sequence.params.stop)
             sequence.text_stream.seed(sequence.output_context)
 
@@ -556,6 +629,7 @@ class BatchedLlamaEngine:
             appended = "".join(sequence.pending_text)
             sequence.prompt.append((appended, False))  # appended text is never trusted
             sequence.pending_text.clear()
+            sequence.applied_appends = sequence.append_count
             sequence.output_context += appended
             assert sequence.text_stream is not None
             sequence.text_stream.seed(sequence.output_context)
@@ -574,6 +648,8 @@ class BatchedLlamaEngine:
             if common < sequence.n_past:
                 llama_cpp.llama_memory_seq_rm(self._memory, sequence.slot, common, -1)
                 sequence.n_past = common
+                if sequence.pending_row is not None and sequence.pending_row[0] >= common:
+                    sequence.pending_row = None  # its position is prefilled again; the token after it unscored
             sequence.tokens = tokens
 
     @staticmethod
@@ -590,22 +666,22 @@ class BatchedLlamaEngine:
     def _prefill_piece_end(self, sequence: EngineSequence, available: int, prompt_complete: bool) -> int:
         """Where this step's prefill of `sequence` ends.
 
-        Prompt tokens are decoded in blocks of `prefill_chunk` whose boundaries depend only on the text, never
-        on when it arrived: the initial prompt from position 0, appended text from the end of the initial
-        prompt. Block shapes change llama.cpp's arithmetic slightly, so fixed blocks keep a request's answer
-        reproducible however its guidance was streamed. While the prompt is open only whole blocks of appended
-        text are taken.
+        Prompt tokens are decoded in blocks whose boundaries depend only on the text, never on when it arrived: the
+        initial prompt in blocks of `prefill_chunk` from position 0, appended text in blocks of `append_block` from
+        the end of the initial prompt. Block shapes change llama.cpp's arithmetic slightly, so fixed blocks keep a
+        request's answer reproducible however its guidance was streamed. While the prompt is open only whole
+        blocks of appended text are taken; once it is complete, the last short block too.
         """
-        chunk = self.config.prefill_chunk
         start = sequence.n_past
         origin = 0 if start < sequence.initial_prompt_tokens else sequence.initial_prompt_tokens
+        chunk = self.config.prefill_chunk if origin == 0 else self.config.append_block
         boundary = origin + ((start - origin) // chunk + 1) * chunk
         if origin == 0:
             boundary = min(boundary, sequence.initial_prompt_tokens)
         if boundary <= available:
             return boundary
-        if prompt_complete or origin == 0:
-            return available
+        if origin == 0 or (prompt_complete and available - start < chunk):
+            return available  # the rest of the initial prompt, or the last (short) block of a complete prompt
         return start  # an incomplete block of appended text: wait for more text or the end of the prompt
 
     def _build_batch(self) -> list[_BatchEntry]:
@@ -626,8 +702,11 @@ class BatchedLlamaEngine:
         with self._lock:
             active = sorted(filter(None, self._slots), key=lambda s: s.admitted_at)
         for sequence in active:
-            if sequence.state is _State.DECODE:
+            if sequence.state is _State.DECODE and sequence.pause_requested:
+                self._reopen(sequence)
+            elif sequence.state is _State.DECODE:
                 add(sequence, sequence.next_token, sequence.n_past, True)
+                sequence.generated.append(sequence.next_token)
                 entries.append(_BatchEntry(sequence, batch.n_tokens - 1, 1, True))
         budget = self.config.prefill_chunk
         for sequence in active:
@@ -648,9 +727,15 @@ class BatchedLlamaEngine:
             if not sequence.prefill_started_at:
                 sequence.prefill_started_at = time.monotonic()
             last_of_prompt = prompt_complete and end == len(sequence.tokens)
+            # Scoring appended text needs the logits before each of its tokens, from the initial prompt's last.
+            scored_from = sequence.initial_prompt_tokens - 1 if sequence.scoring else len(sequence.tokens)
+            rows: list[tuple[int, int]] = []
             for pos in range(sequence.n_past, end):
-                add(sequence, sequence.tokens[pos], pos, last_of_prompt and pos == end - 1)
-            entries.append(_BatchEntry(sequence, batch.n_tokens - 1, take, last_of_prompt))
+                scored = pos >= scored_from
+                add(sequence, sequence.tokens[pos], pos, scored or (last_of_prompt and pos == end - 1))
+                if scored:
+                    rows.append((batch.n_tokens - 1, pos))
+            entries.append(_BatchEntry(sequence, batch.n_tokens - 1, take, last_of_prompt, tuple(rows)))
             budget -= take
         return entries
 
@@ -663,6 +748,8 @@ class BatchedLlamaEngine:
             self._step_observer(len(entries))
         for entry in entries:
             sequence = entry.sequence
+            if entry.score_rows:
+                self._score(sequence, entry)
             sequence.n_past += entry.n_tokens
             if sequence.state is _State.PREFILL:
                 if not sequence.initial_prefilled_at and sequence.n_past >= sequence.initial_prompt_tokens:
@@ -673,7 +760,61 @@ class BatchedLlamaEngine:
                 sequence.state = _State.DECODE
             self._sample(sequence, entry.index, now)
 
+    def _score(self, sequence: EngineSequence, entry: _BatchEntry) -> None:
+        """Scores the appended tokens this piece prefilled, from the logits before each (called before `n_past`
+        moves on): the first from the row kept from the previous step, the others from this step's rows."""
+        start, end = sequence.n_past, sequence.n_past + entry.n_tokens
+        scores: list[TokenScore] = []
+        held = sequence.pending_row
+        if held is not None and held[0] == start - 1 and start >= sequence.initial_prompt_tokens:
+            scores.append(score(held[1], sequence.tokens[start], start))
+        sequence.pending_row = None
+        for index, pos in entry.score_rows:
+            row = logits_row(llama_cpp.llama_get_logits_ith(self._ctx, index), self.model.n_vocab)
+            if pos + 1 < end:
+                if pos + 1 >= sequence.initial_prompt_tokens:
+                    scores.append(score(row, sequence.tokens[pos + 1], pos + 1))
+            else:
+                sequence.pending_row = (pos, row)  # its next token is not prefilled yet
+        if scores:
+            sequence._emit(_Event(scores=tuple(scores)))
+
+    def _reopen(self, sequence: EngineSequence) -> None:
+        """Pauses a generating sequence: the text it wrote joins its prompt (its KV cells kept where the tokens
+        agree), the prompt opens for more text (e.g. a teacher's burst), and `close_prompt` resumes generation."""
+        assert sequence.text_stream is not None
+        held_back = sequence.text_stream.flush()
+        written = sequence.text_stream.text
+        in_cache = [*sequence.tokens, *sequence.generated][: sequence.n_past]
+        old_prompt_tokens = len(sequence.tokens)
+        sequence.prompt.append((written, False))  # the student's own text: plain text, like everything appended
+        tokens = self.model.tokenize_pieces(sequence.prompt)
+        common = 0
+        for old, new in zip(in_cache, tokens, strict=False):
+            if old != new:
+                break
+            common += 1
+        llama_cpp.llama_memory_seq_rm(self._memory, sequence.slot, common, -1)
+        # Tokens it wrote and keeps in the cache count as reused prompt, not as prompt computed again.
+        sequence.cached_prompt_tokens += max(0, common - old_prompt_tokens)
+        sequence.n_past, sequence.tokens, sequence.generated = common, tokens, []
+        sequence.output_context = written
+        sequence.text_stream = TextStream(sequence.params.stop)
+        sequence.text_stream.seed(written)
+        sequence.scoring, sequence.pending_row = False, None
+        with self._lock:
+            sequence.pause_requested = False
+            sequence.prompt_open = True
+            sequence.state = _State.PREFILL
+        sequence._emit(_Event(text=held_back, paused=True))
+
     def _sample(self, sequence: EngineSequence, index: int, now: float) -> None:
+        if sequence.params.report_entropy:
+            uncertainty: float | None = entropy(
+                logits_row(llama_cpp.llama_get_logits_ith(self._ctx, index), self.model.n_vocab)
+            )
+        else:
+            uncertainty = None
         token = llama_cpp.llama_sampler_sample(sequence.sampler, self._ctx, index)
         sequence.completion_tokens += 1
         if not sequence.first_token_at:
@@ -681,11 +822,13 @@ class BatchedLlamaEngine:
         sequence.last_token_at = now
         assert sequence.text_stream is not None
         if self.model.is_end_of_generation(token) and not sequence.params.ignore_eos:
+            if uncertainty is not None:
+                sequence._emit(_Event(entropy=uncertainty))
             self._finish(sequence, "stop")
             return
         delta = sequence.text_stream.push(self.model.token_bytes(token))
-        if delta:
-            sequence._emit(_Event(text=delta))
+        if delta or uncertainty is not None:
+            sequence._emit(_Event(text=delta, entropy=uncertainty))
         if sequence.text_stream.stopped:
             self._finish(sequence, "stop")
         elif sequence.completion_tokens >= sequence.params.max_tokens or sequence.n_past + 1 >= self.n_ctx_per_slot:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import statistics
 from collections.abc import AsyncIterator
 
 import llama_cpp
 import pytest_asyncio
 
 from shared.catalog import resolve_gguf
-from shared.llama.engine import BatchedLlamaEngine, EngineConfig, QueueFullError, SamplingParams
+from shared.llama.engine import BatchedLlamaEngine, EngineConfig, EngineSequence, QueueFullError, SamplingParams
 from shared.prompt_formats import ChatTemplateFormat, PromptPiece
 from shared.protocol.domain import ChatMessage, PromptInput
 
@@ -202,4 +204,58 @@ async def test_control_token_strings_in_untrusted_text_stay_plain_text(engine: B
     prompt_tokens = engine.model.tokenize_pieces([*benign.pieces, (INJECTION, False)])
     assert control_tokens(engine, prompt_tokens) == expected
     assert sequence.tokens == prompt_tokens, "the engine tokenised the guidance as plain text"
+    assert_clean(engine)
+
+
+async def test_appended_text_is_scored_token_by_token_without_changing_the_answer(engine: BatchedLlamaEngine) -> None:
+    """With `score_appended`, each appended token gets the student's log-probability and whether it was its own top
+    choice; asking for the scores changes nothing else (same prefill blocks, same answer)."""
+    prompt = animal_prompt("bees")
+    own = (await engine.submit(prompt, SamplingParams(max_tokens=12)).wait()).text  # what the student would write
+    foreign = " Purple elephants calculate tax returns on Jupiter"
+
+    async def appended(text: str, scoring: bool) -> tuple[EngineSequence, str]:
+        params = SamplingParams(max_tokens=8, score_appended=scoring)
+        sequence = engine.submit(prompt, params, prompt_open=True)
+        for word in re.findall(r"\s*\S+", text):  # word by word, as guidance streams in
+            sequence.append_text(word)
+            await sequence.caught_up()
+        sequence.close_prompt()
+        return sequence, (await sequence.wait()).text
+
+    agreed, agreed_text = await appended(own, scoring=True)
+    doubted, doubted_text = await appended(foreign, scoring=True)
+    _, unscored_text = await appended(foreign, scoring=False)
+    assert doubted_text == unscored_text, "scoring changed the answer"
+    for scores in (agreed.scores, doubted.scores):
+        positions = [s.position for s in scores]
+        assert positions == list(range(positions[0], positions[0] + len(positions)))
+        assert positions[0] == len(engine.model.tokenize_pieces(prompt)), "the first appended token is scored"
+    assert all(s.top1 for s in agreed.scores), "the student's own words are its top choices"
+    assert sum(s.top1 for s in doubted.scores) <= 1
+    mean = statistics.fmean
+    assert mean(s.logprob for s in agreed.scores) > mean(s.logprob for s in doubted.scores) + 3
+    assert agreed_text  # it went on writing after its own words
+    assert_clean(engine)
+
+
+async def test_a_paused_sequence_takes_more_text_and_goes_on(engine: BatchedLlamaEngine) -> None:
+    """Pause mid-answer, append text (a teacher's burst), resume: the student continues after it; every generated
+    token reported its entropy; nothing leaks."""
+    params = SamplingParams(max_tokens=30, report_entropy=True)
+    sequence = engine.submit(animal_prompt("owls"), params)
+    first = ""
+    async for text in sequence.stream():
+        first += text
+        if len(first.split()) >= 3:
+            sequence.pause()
+    assert sequence.result is None, "the stream ended at the pause, not at the end"
+    sequence.append_text(" Also, owls can turn their heads")
+    sequence.close_prompt()
+    second = "".join([text async for text in sequence.stream()])
+    result = sequence.result
+    assert result is not None and result.finish_reason in ("length", "stop")
+    assert first and second and not second.startswith(" Also")
+    assert len(sequence.entropies) == result.completion_tokens <= 30
+    assert all(value >= 0 for value in sequence.entropies)
     assert_clean(engine)
