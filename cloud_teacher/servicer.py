@@ -13,7 +13,12 @@ import grpc
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
 from shared.metrics import GktMetrics
-from shared.protocol.convert import guidance_done_to_pb, input_and_sampling_from_pb, server_info_to_pb
+from shared.protocol.convert import (
+    guidance_delta_to_pb,
+    guidance_done_to_pb,
+    input_and_sampling_from_pb,
+    server_info_to_pb,
+)
 from shared.protocol.domain import GuidanceDelta, GuidanceDone, GuidanceParams, TeacherTimings
 from shared.protocol.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 from shared.protocol.validation import validate_token_count
@@ -45,21 +50,35 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         bind_request_id(context)
         mode = caller_mode(context)
         first_token_at = 0.0
+        last: GuidanceDelta | None = None
+        finished = False
         events = self._backend.generate(self.params_from_pb(request))
         try:
             async for event in events:
                 now = time.monotonic()
                 if isinstance(event, GuidanceDelta):
                     first_token_at = first_token_at or now
-                    yield teacher_pb2.GuidanceChunk(delta=teacher_pb2.GuidanceDelta(text=event.text))
+                    last = event
+                    yield guidance_delta_to_pb(event)
                     continue
                 ttft = (first_token_at or now) - received
                 timings = TeacherTimings(event.timings.queue_seconds, ttft, now - received)
                 done = replace(event, timings=timings)
                 self._account(mode, done, ttft, now - received)
+                finished = True
                 yield guidance_done_to_pb(done)
         finally:
             await events.aclose()  # aborts the engine request if the edge went away mid-stream
+            if not finished and last is not None:
+                # Stopped early (the edge had enough, or went away): what was written is still spent.
+                now = time.monotonic()
+                partial = GuidanceDone(
+                    last.prompt_tokens,
+                    last.completion_tokens,
+                    "cancelled",
+                    cached_prompt_tokens=last.cached_prompt_tokens,
+                )
+                self._account(mode, partial, (first_token_at or now) - received, now - received)
 
     async def GetInfo(  # noqa: N802 (gRPC method name)
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -3,34 +3,41 @@
 Requests wait in the engine's bounded queue for one of its slots. In GKT mode the student's prompt enters the
 engine *open*: the engine prefills it while the teacher is still streaming, and each guidance delta is appended
 as it arrives, so cloud latency and edge prefill overlap.
+
+Guidance policies: `fixed` reads K teacher tokens (the paper). `adaptive` reads a floor of tokens, then goes on
+reading only until the student, which scores every guidance token as it prefills it, agrees with the teacher; the
+teacher's request is then stopped. With `escalate`, a student that grows unsure while it writes pauses and asks the
+teacher for a short burst continuing the answer so far.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from edge_student.circuit_breaker import CircuitBreaker
+from edge_student.guidance_policy import UncertaintyWatch, student_agrees
 from edge_student.teacher_client import TeacherClient, TeacherUnavailableError
-from shared.llama.engine import (
-    BatchedLlamaEngine,
-    EngineSequence,
-    SamplingParams,
-    SequenceResult,
-)
+from shared.llama.engine import BatchedLlamaEngine, EngineSequence, SamplingParams, SequenceResult
 from shared.prompt_formats import PromptFormat, RenderedPrompt
 from shared.protocol.domain import (
     Answer,
     AnswerDelta,
     AnswerEvent,
+    Burst,
     FinishReason,
     GenerateParams,
     GuidanceDelta,
     GuidanceDone,
+    GuidanceEnd,
     GuidanceParams,
+    PromptInput,
     Timings,
     Usage,
 )
@@ -38,17 +45,44 @@ from shared.server.errors import BackendError
 
 logger = logging.getLogger(__name__)
 
+# Room for guidance still to come, in the student's tokens: K teacher tokens re-tokenised by another tokenizer can
+# take more (Gemma to SmolLM2: ~1.2x; the same tokenizer: 1x), with a margin.
 GUIDANCE_RETOKENISE_FACTOR = 1.5
+# How long the adaptive policy waits for the student to score the floor's tokens (it prefills as they arrive).
+CATCH_UP_SECONDS = 10.0
 
 
 @dataclass
-class _GuidanceOutcome:
-    """What the teacher delivered for one request."""
+class _TeacherCall:
+    """What one teacher request delivered (the guidance, a continuation of it, or a burst)."""
 
     text: str = ""
     done: GuidanceDone | None = None
+    last: GuidanceDelta | None = None  # token counts so far, for a request stopped before its end
     failure: TeacherUnavailableError | None = None
+    burst: bool = False  # a burst the student asked for while writing (not the guidance)
+    started_at: float = field(default_factory=time.monotonic)
     finished_at: float = 0.0
+
+    @property
+    def teacher_finished(self) -> bool:
+        return self.done is not None and self.done.finish_reason == "stop"
+
+
+@dataclass
+class _Progress:
+    """An answer as it is put together: the teacher's calls, the text, the bursts."""
+
+    calls: list[_TeacherCall] = field(default_factory=list)
+    guidance_text: str = ""
+    student_text: str = ""  # everything after the guidance, bursts included
+    bursts: list[Burst] = field(default_factory=list)
+    end: GuidanceEnd | None = None
+    failure: TeacherUnavailableError | None = None
+    first_output_at: float = 0.0
+
+    def output(self) -> None:
+        self.first_output_at = self.first_output_at or time.monotonic()
 
 
 class _GuidanceJoiner:
@@ -78,39 +112,35 @@ class AnswerFlow:
         self.breaker = breaker
 
     async def answer(self, params: GenerateParams, time_left: float | None = None) -> AsyncIterator[AnswerEvent]:
-        """Yields `AnswerDelta`s (guidance first, then the student's) and finally the `Answer`.
+        """Yields `AnswerDelta`s (guidance first, then the student's, with any bursts) and finally the `Answer`.
 
-        `time_left` is the app's remaining deadline (seconds), passed on to the teacher call.
+        `time_left` is the app's remaining deadline (seconds), passed on to every teacher call.
         """
         received = time.monotonic()
         deadline = None if time_left is None else received + time_left
         rendered = self.student_format.render(params.input)
-        guidance = _GuidanceOutcome()
-        usage, timings = Usage(), Timings()
-        first_output_at = 0.0
+        progress = _Progress()
         sequence: EngineSequence | None = None
-        student_result: SequenceResult | None = None
+        result: SequenceResult | None = None
         try:
             if params.mode == "teacher_only":
-                async for text in self._stream_guidance(params, params.max_tokens, guidance, deadline):
-                    first_output_at = first_output_at or time.monotonic()
+                call = _TeacherCall()
+                async for text in self._stream(params, params.input, params.max_tokens, call, deadline, progress):
+                    progress.guidance_text += text
                     yield AnswerDelta(text, "guidance")
-                if guidance.failure is not None:  # degraded: the student finishes what the teacher started
-                    continued = _GuidanceJoiner(rendered).for_student(guidance.text)
+                progress.failure = call.failure
+                if call.failure is not None:  # degraded: the student finishes what the teacher started
+                    continued = _GuidanceJoiner(rendered).for_student(call.text)
                     sequence = self._submit(rendered, params, prompt_open=False, continuation=continued)
             elif params.mode == "gkt" and params.guidance_tokens > 0:
                 # Submit first, so the student prefills its prompt while the guidance is on its way.
                 sequence = self._submit(rendered, params, prompt_open=True)
-                joiner = _GuidanceJoiner(rendered)
-                async for text in self._stream_guidance(params, params.guidance_tokens, guidance, deadline):
-                    first_output_at = first_output_at or time.monotonic()
-                    sequence.append_text(joiner.for_student(text))
-                    yield AnswerDelta(text, "guidance")
-                if guidance.done is not None and guidance.done.finish_reason == "stop":
-                    # The teacher finished the answer within K tokens: nothing is left for the student. Its prefill
-                    # work so far is still accounted: the engine reports it when the cancel takes effect.
+                async for delta in self._guide(params, sequence, rendered, progress, deadline):
+                    yield delta
+                if progress.end == "teacher_finished":
+                    # Nothing is left for the student; its prefill so far is still accounted when the cancel lands.
                     sequence.cancel()
-                    student_result = await sequence.wait()
+                    result = await sequence.wait()
                     sequence = None
                 else:
                     sequence.close_prompt()
@@ -118,89 +148,145 @@ class AnswerFlow:
                 sequence = self._submit(rendered, params, prompt_open=False)
 
             if sequence is not None:
-                async for text in sequence.stream():
-                    first_output_at = first_output_at or time.monotonic()
-                    yield AnswerDelta(text, "student")
-                student_result = sequence.result
+                async for delta in self._write(params, sequence, progress, deadline):
+                    yield delta
+                result = sequence.result
                 sequence = None
         finally:
             if sequence is not None:  # the caller went away (cancel or deadline): free the slot now
                 sequence.cancel()
+        yield self._assemble(params, progress, result, received)
 
-        finish_reason: FinishReason = guidance.done.finish_reason if guidance.done is not None else "stop"
-        student_text = ""
-        if student_result is not None:
-            if student_result.finish_reason == "error":
-                raise BackendError(f"the student engine failed: {student_result.error}")
-            if student_result.finish_reason != "cancelled":
-                student_text = student_result.text
-                finish_reason = "length" if student_result.finish_reason == "length" else "stop"
-            usage.student_prompt_tokens = student_result.prompt_tokens
-            usage.student_completion_tokens = student_result.completion_tokens
-            usage.student_guidance_tokens = max(0, student_result.prompt_tokens - student_result.initial_prompt_tokens)
-            usage.student_cached_prompt_tokens = student_result.cached_prompt_tokens
-            timings.student_queue_seconds = student_result.queue_seconds
-            timings.student_prefill_seconds = student_result.prefill_seconds
-            timings.student_decode_seconds = student_result.decode_seconds
-            if student_result.initial_prompt_prefilled_seconds:
-                timings.student_prompt_prefilled_seconds = (
-                    student_result.submitted_at - received + student_result.initial_prompt_prefilled_seconds
-                )
-        if guidance.done is not None:
-            usage.teacher_prompt_tokens = guidance.done.prompt_tokens
-            usage.teacher_completion_tokens = guidance.done.completion_tokens
-            usage.teacher_cached_prompt_tokens = guidance.done.cached_prompt_tokens
-            timings.teacher_time_to_first_token_seconds = guidance.done.timings.time_to_first_token_seconds
-            timings.teacher_total_seconds = guidance.done.timings.total_seconds
-        if guidance.finished_at:
-            timings.guidance_wait_seconds = guidance.finished_at - received
-        now = time.monotonic()
-        timings.time_to_first_token_seconds = (first_output_at or now) - received
-        timings.total_seconds = now - received
-        yield Answer(
-            guidance_text=guidance.text,
-            student_text=student_text,
-            mode=params.mode,
-            finish_reason=finish_reason,
-            usage=usage,
-            timings=timings,
-            degraded_reason=guidance.failure.reason if guidance.failure is not None else None,
-        )
+    # ---- the guidance ------------------------------------------------------------------------------------------
 
-    async def _stream_guidance(
-        self, params: GenerateParams, max_tokens: int, outcome: _GuidanceOutcome, deadline: float | None
-    ) -> AsyncIterator[str]:
-        """Yields guidance text; on failure records it in `outcome` (the text so far stays usable)."""
-        if not self.breaker.allow():
-            outcome.failure = TeacherUnavailableError("circuit_open", "the teacher failed repeatedly; not calling it")
-            outcome.finished_at = time.monotonic()
+    async def _guide(
+        self,
+        params: GenerateParams,
+        sequence: EngineSequence,
+        rendered: RenderedPrompt,
+        progress: _Progress,
+        deadline: float | None,
+    ) -> AsyncIterator[AnswerDelta]:
+        """Streams the guidance into the open prompt: K tokens, or (adaptive) until the student agrees."""
+        policy, budget = params.policy, params.guidance_tokens
+        joiner = _GuidanceJoiner(rendered)
+        adaptive = policy.kind == "adaptive" and budget > policy.floor_tokens
+        first = _TeacherCall()
+        # Adaptive reads exactly the floor first: the teacher writes no more than that when the student then agrees.
+        limit = policy.floor_tokens if adaptive else budget
+        async for text in self._stream(params, params.input, limit, first, deadline, progress):
+            sequence.append_text(joiner.for_student(text))
+            progress.guidance_text += text
+            yield AnswerDelta(text, "guidance")
+        if first.failure is not None or first.teacher_finished or not adaptive:
+            progress.failure, progress.end = first.failure, self._end_of(first)
             return
-        request = GuidanceParams(input=params.input, guidance_tokens=max_tokens, sampling=params.sampling)
+        try:
+            await asyncio.wait_for(sequence.caught_up(), CATCH_UP_SECONDS)
+        except TimeoutError:
+            logger.warning("the student did not score the guidance floor in %.0fs; reading on", CATCH_UP_SECONDS)
+        if student_agrees(policy, sequence.scores):
+            progress.end = "student_agreed"
+            return
+        rest = _TeacherCall()
+        continued = params.input.continued(progress.guidance_text)
+        stream = self._stream(params, continued, budget - policy.floor_tokens, rest, deadline, progress)
+        agreed = False
+        async for item in _until(stream, sequence, lambda: student_agrees(policy, sequence.scores)):
+            if item is None:
+                agreed = True
+                break
+            sequence.append_text(joiner.for_student(item))
+            progress.guidance_text += item
+            yield AnswerDelta(item, "guidance")
+        rest.finished_at = rest.finished_at or time.monotonic()
+        progress.failure = None if agreed else rest.failure
+        progress.end = "student_agreed" if agreed else self._end_of(rest)
+
+    @staticmethod
+    def _end_of(call: _TeacherCall) -> GuidanceEnd:
+        if call.failure is not None:
+            return "deadline" if call.failure.reason == "deadline" else "teacher_failed"
+        return "teacher_finished" if call.teacher_finished else "k_reached"
+
+    async def _stream(
+        self,
+        params: GenerateParams,
+        prompt_input: PromptInput,
+        tokens: int,
+        call: _TeacherCall,
+        deadline: float | None,
+        progress: _Progress,
+    ) -> AsyncGenerator[str, None]:
+        """Yields one teacher call's text and records it in `call` (a failure keeps the text so far)."""
+        progress.calls.append(call)
+        if not self.breaker.allow():
+            call.failure = TeacherUnavailableError("circuit_open", "the teacher failed repeatedly; not calling it")
+            call.finished_at = time.monotonic()
+            return
+        request = GuidanceParams(input=prompt_input, guidance_tokens=tokens, sampling=params.sampling)
         time_left = None if deadline is None else deadline - time.monotonic()
         try:
             async for event in self.teacher.stream_guidance(request, params.mode, time_left):
                 if isinstance(event, GuidanceDelta):
-                    outcome.text += event.text
+                    call.text += event.text
+                    call.last = event
+                    progress.output()
                     yield event.text
                 else:
-                    outcome.done = event
+                    call.done = event
             self.breaker.record_success()
         except TeacherUnavailableError as failure:
             if failure.teacher_at_fault:  # failures the caller caused say nothing about the teacher's health
                 self.breaker.record_failure()
-            logger.warning(
-                "guidance failed (%s); answering degraded with %d chars of guidance", failure, len(outcome.text)
-            )
-            outcome.failure = failure
-        outcome.finished_at = time.monotonic()
+            logger.warning("guidance failed (%s) after %d chars of it", failure, len(call.text))
+            call.failure = failure
+        call.finished_at = time.monotonic()
+
+    # ---- the student -------------------------------------------------------------------------------------------
+
+    async def _write(
+        self, params: GenerateParams, sequence: EngineSequence, progress: _Progress, deadline: float | None
+    ) -> AsyncIterator[AnswerDelta]:
+        """The student's text; with escalation, pauses for teacher bursts when the student grows unsure."""
+        watch = UncertaintyWatch(params.policy)
+        while True:
+            pausing = False
+            async for text in sequence.stream():
+                progress.output()
+                progress.student_text += text
+                yield AnswerDelta(text, "student")
+                if not pausing and params.mode == "gkt" and watch.wants_burst(sequence.entropies):
+                    sequence.pause()
+                    pausing = True
+            if sequence.result is not None:
+                return
+            # Paused: a burst of teacher guidance continues the answer written so far.
+            burst = _TeacherCall(burst=True)  # a failed burst leaves the answer as it is: the student goes on
+            offset = len(progress.guidance_text) + len(progress.student_text)
+            continued = params.input.continued(progress.guidance_text + progress.student_text)
+            async for text in self._stream(params, continued, params.policy.burst_tokens, burst, deadline, progress):
+                sequence.append_text(text)
+                progress.student_text += text
+                yield AnswerDelta(text, "guidance")
+            tokens = burst.done.completion_tokens if burst.done else (burst.last.completion_tokens if burst.last else 0)
+            progress.bursts.append(Burst(offset=offset, text=burst.text, teacher_tokens=tokens))
+            watch.burst_taken()
+            sequence.close_prompt()
 
     def _submit(
         self, rendered: RenderedPrompt, params: GenerateParams, *, prompt_open: bool, continuation: str = ""
     ) -> EngineSequence:
-        # Room for the guidance still to come, in the student's tokens: K teacher tokens re-tokenised by another
-        # tokenizer can take more (Gemma to SmolLM2: ~1.2x; the same tokenizer: 1x), with a margin.
+        gkt = params.mode == "gkt" and params.guidance_tokens > 0
+        policy = params.policy
+        sampling = dataclasses.replace(
+            SamplingParams.of(params.sampling, params.max_tokens, rendered.stop),
+            score_appended=gkt and policy.kind == "adaptive",  # the student's agreement with the guidance
+            report_entropy=gkt and policy.escalate,  # its uncertainty while it writes
+        )
         budget = math.ceil(GUIDANCE_RETOKENISE_FACTOR * params.guidance_tokens) + 8 if prompt_open else 0
-        sampling = SamplingParams.of(params.sampling, params.max_tokens, rendered.stop)
+        if gkt and policy.escalate:
+            budget += policy.max_bursts * (math.ceil(GUIDANCE_RETOKENISE_FACTOR * policy.burst_tokens) + 8)
         return self.engine.submit(
             rendered.with_untrusted(continuation),
             sampling,
@@ -208,3 +294,93 @@ class AnswerFlow:
             appended_budget=budget,
             output_context=continuation,
         )
+
+    # ---- the answer --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _assemble(
+        params: GenerateParams, progress: _Progress, result: SequenceResult | None, received: float
+    ) -> Answer:
+        """The `Answer`: text, finish reason, usage and timings per tier from the calls and the student's result."""
+        usage, timings = Usage(), Timings()
+        finish_reason: FinishReason = "stop"
+        if progress.calls and progress.calls[-1].done is not None and result is None:
+            finish_reason = progress.calls[-1].done.finish_reason
+        if result is not None:
+            if result.finish_reason == "error":
+                raise BackendError(f"the student engine failed: {result.error}")
+            if result.finish_reason != "cancelled":
+                finish_reason = "length" if result.finish_reason == "length" else "stop"
+            usage.student_prompt_tokens = result.prompt_tokens
+            usage.student_completion_tokens = result.completion_tokens
+            usage.student_guidance_tokens = max(0, result.prompt_tokens - result.initial_prompt_tokens)
+            usage.student_cached_prompt_tokens = result.cached_prompt_tokens
+            timings.student_queue_seconds = result.queue_seconds
+            timings.student_prefill_seconds = result.prefill_seconds
+            timings.student_decode_seconds = result.decode_seconds
+            if result.initial_prompt_prefilled_seconds:
+                timings.student_prompt_prefilled_seconds = (
+                    result.submitted_at - received + result.initial_prompt_prefilled_seconds
+                )
+        for call in progress.calls:
+            counts = call.done or call.last  # a call stopped early counts what the teacher had written
+            if counts is not None:
+                usage.teacher_prompt_tokens += counts.prompt_tokens
+                usage.teacher_completion_tokens += counts.completion_tokens
+                usage.teacher_cached_prompt_tokens += counts.cached_prompt_tokens
+            if call.done is not None:
+                timings.teacher_total_seconds += call.done.timings.total_seconds
+            elif call.finished_at:
+                timings.teacher_total_seconds += call.finished_at - call.started_at
+        first = progress.calls[0] if progress.calls else None
+        if first is not None and first.done is not None:
+            timings.teacher_time_to_first_token_seconds = first.done.timings.time_to_first_token_seconds
+        guidance_calls = [c for c in progress.calls if c.finished_at and not c.burst]
+        if guidance_calls:
+            timings.guidance_wait_seconds = guidance_calls[-1].finished_at - received
+        now = time.monotonic()
+        timings.time_to_first_token_seconds = (progress.first_output_at or now) - received
+        timings.total_seconds = now - received
+        return Answer(
+            guidance_text=progress.guidance_text,
+            student_text=progress.student_text,
+            mode=params.mode,
+            finish_reason=finish_reason,
+            usage=usage,
+            timings=timings,
+            degraded_reason=progress.failure.reason if progress.failure is not None else None,
+            guidance_end=progress.end,
+            bursts=tuple(progress.bursts),
+            guidance_tokens=params.guidance_tokens if params.mode == "gkt" else 0,
+        )
+
+
+async def _until(
+    stream: AsyncGenerator[str, None], sequence: EngineSequence, check: Callable[[], bool]
+) -> AsyncIterator[str | None]:
+    """The stream's items until `check()` (asked whenever the student reports progress or an item arrives) turns
+    true: then one None, and the stream is closed, which stops the teacher's request."""
+    pending: asyncio.Future[str] = asyncio.ensure_future(anext(stream))
+    try:
+        while True:
+            seen = sequence.progress_version
+            if check():
+                yield None
+                return
+            progressed = asyncio.ensure_future(sequence.progressed_past(seen))
+            waiting: set[asyncio.Future[Any]] = {pending, progressed}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            progressed.cancel()
+            if not pending.done():
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            yield item
+            pending = asyncio.ensure_future(anext(stream))
+    finally:
+        if not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await stream.aclose()

@@ -18,11 +18,12 @@ from shared.protocol.convert import (
     answer_to_pb,
     input_and_sampling_from_pb,
     mode_from_pb,
+    policy_from_pb,
     server_info_to_pb,
 )
 from shared.protocol.domain import Answer, AnswerDelta, GenerateParams, ServerInfo
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.protocol.validation import validate_token_count
+from shared.protocol.validation import validate_policy, validate_token_count
 from shared.server.errors import NotReadyError
 from shared.server.request_context import bind_request_id
 
@@ -37,6 +38,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         self._settings = settings
         self._metrics = metrics
         self._prices = settings.prices()
+        self._default_policy = settings.default_policy()
 
     def params_from_pb(self, request: edge_pb2.GenerateRequest) -> GenerateParams:
         """Decodes a request, fills in the defaults and validates it (raises `InvalidArgumentError`)."""
@@ -47,8 +49,15 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         validate_token_count("max_tokens", max_tokens, minimum=1, maximum=s.max_tokens_limit)
         guidance_tokens = request.guidance_tokens if request.HasField("guidance_tokens") else s.default_guidance_tokens
         validate_token_count("guidance_tokens", guidance_tokens, minimum=0, maximum=s.max_guidance_tokens)
+        policy = policy_from_pb(request.guidance_policy, self._default_policy)
+        validate_policy(policy)
         return GenerateParams(
-            input=prompt_input, mode=mode, guidance_tokens=guidance_tokens, max_tokens=max_tokens, sampling=sampling
+            input=prompt_input,
+            mode=mode,
+            guidance_tokens=guidance_tokens,
+            max_tokens=max_tokens,
+            sampling=sampling,
+            policy=policy,
         )
 
     async def Generate(  # noqa: N802 (gRPC method name)

@@ -11,6 +11,7 @@ from shared.catalog import DEFAULT_STUDENT
 from shared.llama.engine_settings import EngineSettings
 from shared.pricing import Prices, TokenPrices
 from shared.prompt_formats import PromptFormatSetting
+from shared.protocol.domain import GuidancePolicy, PolicyKind
 from shared.server.settings_base import TierSettings
 
 
@@ -39,6 +40,43 @@ class EdgeSettings(TierSettings, EngineSettings):
         40, ge=0, description="K when a request sets none (the paper's GSM8K setting)."
     )
     max_guidance_tokens: int = Field(512, ge=0, description="Largest K a request may ask for.")
+
+    # The guidance policy a request gets when it sets none (see GuidancePolicy in proto/gkt/v1/edge.proto).
+    guidance_policy: PolicyKind = Field(
+        "fixed", description="'fixed' reads K teacher tokens; 'adaptive' stops the teacher once the student agrees."
+    )
+    adaptive_floor_tokens: int = Field(8, ge=1, description="Adaptive: teacher tokens always read first.")
+    adaptive_window: int = Field(
+        4, ge=1, description="Adaptive: latest guidance tokens (student's tokenizer) the agreement is judged on."
+    )
+    adaptive_min_top1_fraction: float = Field(
+        1.0, ge=0, le=1, description="Adaptive: share of the window the student must have predicted as its top choice."
+    )
+    adaptive_min_mean_logprob: float = Field(
+        -1.0, description="Adaptive: least mean log-probability (nats) the student must give the window's tokens."
+    )
+    escalate: bool = Field(False, description="Ask the teacher for a burst of guidance when the student grows unsure.")
+    escalation_entropy_threshold: float = Field(
+        2.5, ge=0, description="Escalation: next-token entropy (nats) that counts as unsure."
+    )
+    escalation_entropy_run: int = Field(3, ge=1, description="Escalation: unsure tokens in a row that trigger a burst.")
+    escalation_max_bursts: int = Field(2, ge=0, description="Escalation: most bursts per answer.")
+    escalation_burst_tokens: int = Field(8, ge=1, description="Escalation: teacher tokens per burst.")
+
+    def default_policy(self) -> GuidancePolicy:
+        return GuidancePolicy(
+            kind=self.guidance_policy,
+            floor_tokens=self.adaptive_floor_tokens,
+            window=self.adaptive_window,
+            min_top1_fraction=self.adaptive_min_top1_fraction,
+            min_mean_logprob=self.adaptive_min_mean_logprob,
+            escalate=self.escalate,
+            entropy_threshold=self.escalation_entropy_threshold,
+            entropy_run=self.escalation_entropy_run,
+            max_bursts=self.escalation_max_bursts,
+            burst_tokens=self.escalation_burst_tokens,
+        )
+
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
     max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens a request may ask for.")
 

@@ -10,8 +10,13 @@ from dataclasses import dataclass
 
 import grpc
 
-from shared.protocol.convert import guidance_done_from_pb, guidance_request_to_pb, server_info_from_pb
-from shared.protocol.domain import DegradedReason, GuidanceDelta, GuidanceEvent, GuidanceParams, Mode, ServerInfo
+from shared.protocol.convert import (
+    guidance_delta_from_pb,
+    guidance_done_from_pb,
+    guidance_request_to_pb,
+    server_info_from_pb,
+)
+from shared.protocol.domain import DegradedReason, GuidanceEvent, GuidanceParams, Mode, ServerInfo
 from shared.protocol.gkt.v1 import common_pb2, teacher_pb2_grpc
 from shared.server.logging_setup import request_id_var
 from shared.server.request_context import MODE_KEY, REQUEST_ID_KEY
@@ -141,7 +146,7 @@ class TeacherClient:
                     yield guidance_done_from_pb(chunk.done)
                     return
                 if chunk.delta.text:
-                    yield GuidanceDelta(chunk.delta.text)
+                    yield guidance_delta_from_pb(chunk.delta)
         finally:
             call.cancel()  # no-op after a clean end; aborts the teacher's request when we stop early
 

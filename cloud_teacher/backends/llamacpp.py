@@ -57,7 +57,10 @@ class LlamaCppBackend(TeacherBackend):
         sequence = self._engine.submit(rendered.pieces, sampling)
         try:
             async for text in sequence.stream():
-                yield GuidanceDelta(text)
+                # Prompt counts are the engine thread's, set at admission (before any text): safe to read here.
+                yield GuidanceDelta(
+                    text, sequence.completion_count, len(sequence.tokens), sequence.cached_prompt_tokens
+                )
         finally:
             sequence.cancel()  # no-op when it finished; frees the slot when the caller went away
         result = sequence.result

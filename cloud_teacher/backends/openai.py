@@ -110,7 +110,7 @@ class OpenAIBackend(TeacherBackend):
                     for choice in event.get("choices") or ():
                         if text := choice.get("text"):
                             chunks += 1
-                            yield GuidanceDelta(text)
+                            yield GuidanceDelta(text, chunks)  # one streamed chunk is one token
                         if choice.get("finish_reason"):
                             finish_reason = "stop" if choice["finish_reason"] == "stop" else "length"
         except httpx.HTTPError as error:

@@ -200,7 +200,7 @@ class VllmBackend(TeacherBackend):
                 cached_prompt_tokens = output.num_cached_tokens or cached_prompt_tokens
                 queue_seconds = queue_seconds or _queue_seconds(output.metrics)
                 if completion.text:
-                    yield GuidanceDelta(completion.text)
+                    yield GuidanceDelta(completion.text, completion_tokens, len(prompt_ids), cached_prompt_tokens)
                 if output.finished:
                     finished = True
                     finish_reason = "stop" if completion.finish_reason == "stop" else "length"

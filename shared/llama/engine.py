@@ -135,6 +135,7 @@ class _Event:
     text: str = ""
     result: SequenceResult | None = None
     entropy: float | None = None  # of the generated token whose text this is (if the sequence reports entropy)
+    completion_tokens: int = 0  # tokens generated up to this text
     paused: bool = False  # the sequence stopped generating for more prompt text (see `EngineSequence.pause`)
     # Delivered at once, not queued behind text: scores of appended tokens, and how many appends are prefilled.
     scores: tuple[TokenScore, ...] = ()
@@ -186,7 +187,9 @@ class EngineSequence:
     scores: list[TokenScore] = field(default_factory=list)  # of appended tokens, in order
     entropies: list[float] = field(default_factory=list)  # of generated tokens, in order
     caught_up_to: int = 0  # appends prefilled (all of them: `appends`)
+    completion_count: int = 0  # tokens generated so far, as delivered
     appends: int = 0  # appends made (caller's side)
+    progress_version: int = 0  # counts deliveries of scores, catch-ups and the result
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     def append_text(self, text: str) -> None:
@@ -199,6 +202,13 @@ class EngineSequence:
         """Asks the engine to stop generating and reopen the prompt (with the text generated so far in it) for more
         text, e.g. a burst of teacher guidance; `stream()` ends at the pause; `close_prompt` resumes generation."""
         self.engine._pause(self)
+
+    async def progressed_past(self, version: int) -> None:
+        """Returns once the engine reported progress (scores, catch-up, the result) after `progress_version` was
+        `version`."""
+        while self.progress_version <= version and self.result is None:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def caught_up(self) -> None:
         """Returns once every appended text is prefilled (and scored), as far as an open prompt allows."""
@@ -243,9 +253,11 @@ def _put_all(events: list[tuple[EngineSequence, _Event]]) -> None:
             sequence.caught_up_to = max(sequence.caught_up_to, event.caught_up_to)
         if event.entropy is not None:
             sequence.entropies.append(event.entropy)
+        sequence.completion_count = max(sequence.completion_count, event.completion_tokens)
         if event.text or event.result is not None or event.paused or event.entropy is not None:
             sequence._events.put_nowait(event)
         if event.result is not None or event.scores or event.caught_up_to:
+            sequence.progress_version += 1
             sequence._progress.set()
 
 
@@ -828,7 +840,7 @@ class BatchedLlamaEngine:
             return
         delta = sequence.text_stream.push(self.model.token_bytes(token))
         if delta or uncertainty is not None:
-            sequence._emit(_Event(text=delta, entropy=uncertainty))
+            sequence._emit(_Event(text=delta, entropy=uncertainty, completion_tokens=sequence.completion_tokens))
         if sequence.text_stream.stopped:
             self._finish(sequence, "stop")
         elif sequence.completion_tokens >= sequence.params.max_tokens or sequence.n_past + 1 >= self.n_ctx_per_slot:

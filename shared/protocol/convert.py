@@ -10,9 +10,12 @@ from shared.protocol.domain import (
     ChatMessage,
     DegradedReason,
     FinishReason,
+    GuidanceDelta,
     GuidanceDone,
     GuidanceParams,
+    GuidancePolicy,
     Mode,
+    PolicyKind,
     PromptInput,
     Sampling,
     ServerInfo,
@@ -50,6 +53,39 @@ _DEGRADED_TO_PB = {
     "circuit_open": edge_pb2.DEGRADED_REASON_CIRCUIT_OPEN,
 }
 DEGRADED_FROM_PB: dict[int, DegradedReason] = {v: k for k, v in _DEGRADED_TO_PB.items()}  # type: ignore[misc]
+
+
+_GUIDANCE_END_TO_PB = {
+    "k_reached": edge_pb2.GUIDANCE_END_K_REACHED,
+    "student_agreed": edge_pb2.GUIDANCE_END_STUDENT_AGREED,
+    "teacher_finished": edge_pb2.GUIDANCE_END_TEACHER_FINISHED,
+    "deadline": edge_pb2.GUIDANCE_END_DEADLINE,
+    "teacher_failed": edge_pb2.GUIDANCE_END_TEACHER_FAILED,
+}
+_POLICY_FROM_PB: dict[int, PolicyKind] = {
+    edge_pb2.GuidancePolicy.KIND_FIXED: "fixed",
+    edge_pb2.GuidancePolicy.KIND_ADAPTIVE: "adaptive",
+}
+
+
+def policy_from_pb(message: edge_pb2.GuidancePolicy, defaults: GuidancePolicy) -> GuidancePolicy:
+    """A request's guidance policy: its fields where set, the edge's defaults elsewhere."""
+    values: dict[str, object] = {"kind": _POLICY_FROM_PB.get(message.kind, defaults.kind)}
+    if message.escalate:
+        values["escalate"] = True
+    for name in (
+        "floor_tokens",
+        "window",
+        "min_top1_fraction",
+        "min_mean_logprob",
+        "entropy_threshold",
+        "entropy_run",
+        "max_bursts",
+        "burst_tokens",
+    ):
+        if message.HasField(name):
+            values[name] = getattr(message, name)
+    return dataclasses.replace(defaults, **values)  # type: ignore[arg-type]
 
 
 def degraded_reason_name(value: int) -> str:
@@ -121,6 +157,24 @@ def guidance_request_to_pb(params: GuidanceParams) -> teacher_pb2.GuidanceReques
     )
 
 
+def guidance_delta_to_pb(delta: GuidanceDelta) -> teacher_pb2.GuidanceChunk:
+    return teacher_pb2.GuidanceChunk(
+        delta=teacher_pb2.GuidanceDelta(
+            text=delta.text,
+            usage=teacher_pb2.TeacherUsage(
+                prompt_tokens=delta.prompt_tokens,
+                completion_tokens=delta.completion_tokens,
+                cached_prompt_tokens=delta.cached_prompt_tokens,
+            ),
+        )
+    )
+
+
+def guidance_delta_from_pb(delta: teacher_pb2.GuidanceDelta) -> GuidanceDelta:
+    usage = delta.usage
+    return GuidanceDelta(delta.text, usage.completion_tokens, usage.prompt_tokens, usage.cached_prompt_tokens)
+
+
 def guidance_done_to_pb(done: GuidanceDone) -> teacher_pb2.GuidanceChunk:
     return teacher_pb2.GuidanceChunk(
         done=teacher_pb2.GuidanceDone(
@@ -164,6 +218,10 @@ def answer_to_pb(answer: Answer) -> edge_pb2.GenerateResponse:
         finish_reason=_FINISH_TO_PB[answer.finish_reason],
         usage=edge_pb2.Usage(**dataclasses.asdict(answer.usage)),
         timings=edge_pb2.Timings(**dataclasses.asdict(answer.timings)),
+        guidance_end=(
+            _GUIDANCE_END_TO_PB[answer.guidance_end] if answer.guidance_end else edge_pb2.GUIDANCE_END_UNSPECIFIED
+        ),
+        bursts=[edge_pb2.Burst(**dataclasses.asdict(burst)) for burst in answer.bursts],
     )
 
 

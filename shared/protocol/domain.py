@@ -8,6 +8,9 @@ from typing import Literal
 Mode = Literal["gkt", "student_only", "teacher_only"]
 FinishReason = Literal["length", "stop", "cancelled"]
 Segment = Literal["guidance", "student"]
+PolicyKind = Literal["fixed", "adaptive"]
+# Why the guidance ended.
+GuidanceEnd = Literal["k_reached", "student_agreed", "teacher_finished", "deadline", "teacher_failed"]
 # Why an answer was written without (all of) the teacher's guidance.
 DegradedReason = Literal["unavailable", "deadline", "overloaded", "unauthorized", "error", "circuit_open"]
 
@@ -65,9 +68,12 @@ class GuidanceParams:
 
 @dataclass(frozen=True)
 class GuidanceDelta:
-    """New guidance text."""
+    """New guidance text, with the teacher's token counts so far (0 where a backend learns them only at the end)."""
 
     text: str
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,33 @@ class GenerateParams:
     guidance_tokens: int
     max_tokens: int
     sampling: Sampling
+    policy: GuidancePolicy = field(default_factory=lambda: GuidancePolicy())
+
+
+@dataclass(frozen=True)
+class GuidancePolicy:
+    """How much guidance GKT reads: K tokens (`fixed`), or (`adaptive`) at least `floor_tokens`, then until the
+    student agrees with the teacher over the last `window` guidance tokens; `escalate` asks for bursts later."""
+
+    kind: PolicyKind = "fixed"
+    floor_tokens: int = 8
+    window: int = 4
+    min_top1_fraction: float = 1.0
+    min_mean_logprob: float = -1.0
+    escalate: bool = False
+    entropy_threshold: float = 2.5
+    entropy_run: int = 3
+    max_bursts: int = 2
+    burst_tokens: int = 8
+
+
+@dataclass(frozen=True)
+class Burst:
+    """A burst of teacher guidance inside the student's part of an answer (escalation)."""
+
+    offset: int  # characters into the answer's text
+    text: str
+    teacher_tokens: int
 
 
 @dataclass
@@ -143,6 +176,9 @@ class Answer:
     usage: Usage
     timings: Timings
     degraded_reason: DegradedReason | None = None  # None: the answer had all the guidance it asked for
+    guidance_end: GuidanceEnd | None = None  # None: no guidance was asked for
+    bursts: tuple[Burst, ...] = ()
+    guidance_tokens: int = 0  # K the request asked for (GKT mode), to tell what stopping early saved
 
     @property
     def degraded(self) -> bool:

@@ -7,7 +7,7 @@ gRPC wire the messages sit in `conversation` and the sampling settings in `sampl
 from __future__ import annotations
 
 from shared.prompt_formats import CHAT_ROLES
-from shared.protocol.domain import PromptInput, Sampling
+from shared.protocol.domain import GuidancePolicy, PromptInput, Sampling
 from shared.server.errors import InvalidArgumentError
 
 MAX_STOP_SEQUENCES = 8
@@ -62,3 +62,18 @@ def validate_token_count(field: str, value: int, *, minimum: int, maximum: int) 
     """`minimum <= value <= maximum`, with the field named when it is not."""
     if not minimum <= value <= maximum:
         raise InvalidArgumentError(field, f"must be between {minimum} and {maximum}, got {value}")
+
+
+def validate_policy(policy: GuidancePolicy) -> None:
+    """Positive counts, a fraction in [0, 1]: each failure names the field inside `guidance_policy`."""
+    for name in ("floor_tokens", "window", "entropy_run", "burst_tokens"):
+        if getattr(policy, name) < 1:
+            raise InvalidArgumentError(f"guidance_policy.{name}", f"must be at least 1, got {getattr(policy, name)}")
+    if policy.max_bursts < 0:
+        raise InvalidArgumentError("guidance_policy.max_bursts", f"must be 0 or more, got {policy.max_bursts}")
+    if not 0.0 <= policy.min_top1_fraction <= 1.0:  # also rejects NaN
+        raise InvalidArgumentError(
+            "guidance_policy.min_top1_fraction", f"must be between 0 and 1, got {policy.min_top1_fraction}"
+        )
+    if policy.min_mean_logprob != policy.min_mean_logprob or policy.entropy_threshold != policy.entropy_threshold:
+        raise InvalidArgumentError("guidance_policy", "thresholds must be numbers, not NaN")

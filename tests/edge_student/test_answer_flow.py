@@ -44,6 +44,7 @@ class FakeSequence:
     reply: str
     outcome: str = "stop"  # how the student ends: "stop", or "error" for a failed engine
     appended: list[str] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
     cancelled: bool = False
     result: SequenceResult | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -101,8 +102,16 @@ class FakeEngine:
         self.reply, self.outcome = reply, outcome
         self.sequences: list[FakeSequence] = []
 
-    def submit(self, prompt: str, params: SamplingParams, *, prompt_open: bool = False) -> FakeSequence:
-        sequence = FakeSequence(prompt, params, prompt_open, self.reply, self.outcome)
+    def submit(
+        self,
+        pieces: tuple[tuple[str, bool], ...],
+        params: SamplingParams,
+        *,
+        prompt_open: bool = False,
+        appended_budget: int = 0,
+        output_context: str = "",
+    ) -> FakeSequence:
+        sequence = FakeSequence("".join(text for text, _ in pieces), params, prompt_open, self.reply, self.outcome)
         self.sequences.append(sequence)
         return sequence
 

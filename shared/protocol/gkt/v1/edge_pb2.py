@@ -25,33 +25,41 @@ _sym_db = _symbol_database.Default()
 from shared.protocol.gkt.v1 import common_pb2 as gkt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11gkt/v1/edge.proto\x12\x06gkt.v1\x1a\x13gkt/v1/common.proto\"j\n\x08\x45\x64geInfo\x12 \n\x04\x65\x64ge\x18\x01 \x01(\x0b\x32\x12.gkt.v1.ServerInfo\x12#\n\x07teacher\x18\x02 \x01(\x0b\x32\x12.gkt.v1.ServerInfo\x12\x17\n\x0fteacher_address\x18\x03 \x01(\t\"\xab\x02\n\x0fGenerateRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12,\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32\x14.gkt.v1.ConversationH\x00\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\x12\x1a\n\x04mode\x18\x04 \x01(\x0e\x32\x0c.gkt.v1.Mode\x12\x1c\n\x0fguidance_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\"\n\x08sampling\x18\x07 \x01(\x0b\x32\x10.gkt.v1.Sampling\x12\x1e\n\x16\x63ontinue_final_message\x18\x08 \x01(\x08\x42\x07\n\x05inputB\x12\n\x10_guidance_tokensB\r\n\x0b_max_tokens\"\xf8\x01\n\x05Usage\x12\x1d\n\x15teacher_prompt_tokens\x18\x01 \x01(\x05\x12!\n\x19teacher_completion_tokens\x18\x02 \x01(\x05\x12\x1d\n\x15student_prompt_tokens\x18\x03 \x01(\x05\x12!\n\x19student_completion_tokens\x18\x04 \x01(\x05\x12\x1f\n\x17student_guidance_tokens\x18\x05 \x01(\x05\x12$\n\x1cstudent_cached_prompt_tokens\x18\x06 \x01(\x05\x12$\n\x1cteacher_cached_prompt_tokens\x18\x07 \x01(\x05\"\xba\x02\n\x07Timings\x12+\n#teacher_time_to_first_token_seconds\x18\x01 \x01(\x01\x12\x1d\n\x15teacher_total_seconds\x18\x02 \x01(\x01\x12\x1d\n\x15guidance_wait_seconds\x18\x03 \x01(\x01\x12\x1d\n\x15student_queue_seconds\x18\x04 \x01(\x01\x12\x1f\n\x17student_prefill_seconds\x18\x05 \x01(\x01\x12\x1e\n\x16student_decode_seconds\x18\x06 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x07 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x08 \x01(\x01\x12(\n student_prompt_prefilled_seconds\x18\t \x01(\x01\"\x99\x02\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rguidance_text\x18\x02 \x01(\t\x12\x14\n\x0cstudent_text\x18\x03 \x01(\t\x12\x1a\n\x04mode\x18\x04 \x01(\x0e\x32\x0c.gkt.v1.Mode\x12\x10\n\x08\x64\x65graded\x18\x05 \x01(\x08\x12/\n\x0f\x64\x65graded_reason\x18\x06 \x01(\x0e\x32\x16.gkt.v1.DegradedReason\x12+\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x14.gkt.v1.FinishReason\x12\x1c\n\x05usage\x18\x08 \x01(\x0b\x32\r.gkt.v1.Usage\x12 \n\x07timings\x18\t \x01(\x0b\x32\x0f.gkt.v1.Timings\"=\n\x0b\x41nswerDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12 \n\x07segment\x18\x02 \x01(\x0e\x32\x0f.gkt.v1.Segment\"n\n\x13GenerateStreamChunk\x12$\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x13.gkt.v1.AnswerDeltaH\x00\x12)\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x18.gkt.v1.GenerateResponseH\x00\x42\x06\n\x04kind*X\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0c\n\x08MODE_GKT\x10\x01\x12\x15\n\x11MODE_STUDENT_ONLY\x10\x02\x12\x15\n\x11MODE_TEACHER_ONLY\x10\x03*M\n\x07Segment\x12\x17\n\x13SEGMENT_UNSPECIFIED\x10\x00\x12\x14\n\x10SEGMENT_GUIDANCE\x10\x01\x12\x13\n\x0fSEGMENT_STUDENT\x10\x02*\xef\x01\n\x0e\x44\x65gradedReason\x12\x1f\n\x1b\x44\x45GRADED_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44\x45GRADED_REASON_UNAVAILABLE\x10\x01\x12\x1c\n\x18\x44\x45GRADED_REASON_DEADLINE\x10\x02\x12\x1e\n\x1a\x44\x45GRADED_REASON_OVERLOADED\x10\x03\x12 \n\x1c\x44\x45GRADED_REASON_UNAUTHORIZED\x10\x04\x12\x19\n\x15\x44\x45GRADED_REASON_ERROR\x10\x05\x12 \n\x1c\x44\x45GRADED_REASON_CIRCUIT_OPEN\x10\x06\x32\xcb\x01\n\x0b\x45\x64geService\x12=\n\x08Generate\x12\x17.gkt.v1.GenerateRequest\x1a\x18.gkt.v1.GenerateResponse\x12H\n\x0eGenerateStream\x12\x17.gkt.v1.GenerateRequest\x1a\x1b.gkt.v1.GenerateStreamChunk0\x01\x12\x33\n\x07GetInfo\x12\x16.gkt.v1.GetInfoRequest\x1a\x10.gkt.v1.EdgeInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11gkt/v1/edge.proto\x12\x06gkt.v1\x1a\x13gkt/v1/common.proto\"j\n\x08\x45\x64geInfo\x12 \n\x04\x65\x64ge\x18\x01 \x01(\x0b\x32\x12.gkt.v1.ServerInfo\x12#\n\x07teacher\x18\x02 \x01(\x0b\x32\x12.gkt.v1.ServerInfo\x12\x17\n\x0fteacher_address\x18\x03 \x01(\t\"\xf8\x03\n\x0eGuidancePolicy\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.gkt.v1.GuidancePolicy.Kind\x12\x19\n\x0c\x66loor_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06window\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x1e\n\x11min_top1_fraction\x18\x04 \x01(\x02H\x02\x88\x01\x01\x12\x1d\n\x10min_mean_logprob\x18\x05 \x01(\x02H\x03\x88\x01\x01\x12\x10\n\x08\x65scalate\x18\x06 \x01(\x08\x12\x1e\n\x11\x65ntropy_threshold\x18\x07 \x01(\x02H\x04\x88\x01\x01\x12\x18\n\x0b\x65ntropy_run\x18\x08 \x01(\x05H\x05\x88\x01\x01\x12\x17\n\nmax_bursts\x18\t \x01(\x05H\x06\x88\x01\x01\x12\x19\n\x0c\x62urst_tokens\x18\n \x01(\x05H\x07\x88\x01\x01\"?\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nKIND_FIXED\x10\x01\x12\x11\n\rKIND_ADAPTIVE\x10\x02\x42\x0f\n\r_floor_tokensB\t\n\x07_windowB\x14\n\x12_min_top1_fractionB\x13\n\x11_min_mean_logprobB\x14\n\x12_entropy_thresholdB\x0e\n\x0c_entropy_runB\r\n\x0b_max_burstsB\x0f\n\r_burst_tokens\"=\n\x05\x42urst\x12\x0e\n\x06offset\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x16\n\x0eteacher_tokens\x18\x03 \x01(\x05\"\xdc\x02\n\x0fGenerateRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12,\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32\x14.gkt.v1.ConversationH\x00\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\x12\x1a\n\x04mode\x18\x04 \x01(\x0e\x32\x0c.gkt.v1.Mode\x12\x1c\n\x0fguidance_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\"\n\x08sampling\x18\x07 \x01(\x0b\x32\x10.gkt.v1.Sampling\x12\x1e\n\x16\x63ontinue_final_message\x18\x08 \x01(\x08\x12/\n\x0fguidance_policy\x18\t \x01(\x0b\x32\x16.gkt.v1.GuidancePolicyB\x07\n\x05inputB\x12\n\x10_guidance_tokensB\r\n\x0b_max_tokens\"\xf8\x01\n\x05Usage\x12\x1d\n\x15teacher_prompt_tokens\x18\x01 \x01(\x05\x12!\n\x19teacher_completion_tokens\x18\x02 \x01(\x05\x12\x1d\n\x15student_prompt_tokens\x18\x03 \x01(\x05\x12!\n\x19student_completion_tokens\x18\x04 \x01(\x05\x12\x1f\n\x17student_guidance_tokens\x18\x05 \x01(\x05\x12$\n\x1cstudent_cached_prompt_tokens\x18\x06 \x01(\x05\x12$\n\x1cteacher_cached_prompt_tokens\x18\x07 \x01(\x05\"\xba\x02\n\x07Timings\x12+\n#teacher_time_to_first_token_seconds\x18\x01 \x01(\x01\x12\x1d\n\x15teacher_total_seconds\x18\x02 \x01(\x01\x12\x1d\n\x15guidance_wait_seconds\x18\x03 \x01(\x01\x12\x1d\n\x15student_queue_seconds\x18\x04 \x01(\x01\x12\x1f\n\x17student_prefill_seconds\x18\x05 \x01(\x01\x12\x1e\n\x16student_decode_seconds\x18\x06 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x07 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x08 \x01(\x01\x12(\n student_prompt_prefilled_seconds\x18\t \x01(\x01\"\xe3\x02\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rguidance_text\x18\x02 \x01(\t\x12\x14\n\x0cstudent_text\x18\x03 \x01(\t\x12\x1a\n\x04mode\x18\x04 \x01(\x0e\x32\x0c.gkt.v1.Mode\x12\x10\n\x08\x64\x65graded\x18\x05 \x01(\x08\x12/\n\x0f\x64\x65graded_reason\x18\x06 \x01(\x0e\x32\x16.gkt.v1.DegradedReason\x12+\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x14.gkt.v1.FinishReason\x12\x1c\n\x05usage\x18\x08 \x01(\x0b\x32\r.gkt.v1.Usage\x12 \n\x07timings\x18\t \x01(\x0b\x32\x0f.gkt.v1.Timings\x12)\n\x0cguidance_end\x18\n \x01(\x0e\x32\x13.gkt.v1.GuidanceEnd\x12\x1d\n\x06\x62ursts\x18\x0b \x03(\x0b\x32\r.gkt.v1.Burst\"=\n\x0b\x41nswerDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12 \n\x07segment\x18\x02 \x01(\x0e\x32\x0f.gkt.v1.Segment\"n\n\x13GenerateStreamChunk\x12$\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x13.gkt.v1.AnswerDeltaH\x00\x12)\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x18.gkt.v1.GenerateResponseH\x00\x42\x06\n\x04kind*X\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0c\n\x08MODE_GKT\x10\x01\x12\x15\n\x11MODE_STUDENT_ONLY\x10\x02\x12\x15\n\x11MODE_TEACHER_ONLY\x10\x03*M\n\x07Segment\x12\x17\n\x13SEGMENT_UNSPECIFIED\x10\x00\x12\x14\n\x10SEGMENT_GUIDANCE\x10\x01\x12\x13\n\x0fSEGMENT_STUDENT\x10\x02*\xef\x01\n\x0e\x44\x65gradedReason\x12\x1f\n\x1b\x44\x45GRADED_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44\x45GRADED_REASON_UNAVAILABLE\x10\x01\x12\x1c\n\x18\x44\x45GRADED_REASON_DEADLINE\x10\x02\x12\x1e\n\x1a\x44\x45GRADED_REASON_OVERLOADED\x10\x03\x12 \n\x1c\x44\x45GRADED_REASON_UNAUTHORIZED\x10\x04\x12\x19\n\x15\x44\x45GRADED_REASON_ERROR\x10\x05\x12 \n\x1c\x44\x45GRADED_REASON_CIRCUIT_OPEN\x10\x06*\xc7\x01\n\x0bGuidanceEnd\x12\x1c\n\x18GUIDANCE_END_UNSPECIFIED\x10\x00\x12\x1a\n\x16GUIDANCE_END_K_REACHED\x10\x01\x12\x1f\n\x1bGUIDANCE_END_STUDENT_AGREED\x10\x02\x12!\n\x1dGUIDANCE_END_TEACHER_FINISHED\x10\x03\x12\x19\n\x15GUIDANCE_END_DEADLINE\x10\x04\x12\x1f\n\x1bGUIDANCE_END_TEACHER_FAILED\x10\x05\x32\xcb\x01\n\x0b\x45\x64geService\x12=\n\x08Generate\x12\x17.gkt.v1.GenerateRequest\x1a\x18.gkt.v1.GenerateResponse\x12H\n\x0eGenerateStream\x12\x17.gkt.v1.GenerateRequest\x1a\x1b.gkt.v1.GenerateStreamChunk0\x01\x12\x33\n\x07GetInfo\x12\x16.gkt.v1.GetInfoRequest\x1a\x10.gkt.v1.EdgeInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gkt.v1.edge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=1487
-  _globals['_MODE']._serialized_end=1575
-  _globals['_SEGMENT']._serialized_start=1577
-  _globals['_SEGMENT']._serialized_end=1654
-  _globals['_DEGRADEDREASON']._serialized_start=1657
-  _globals['_DEGRADEDREASON']._serialized_end=1896
+  _globals['_MODE']._serialized_start=2180
+  _globals['_MODE']._serialized_end=2268
+  _globals['_SEGMENT']._serialized_start=2270
+  _globals['_SEGMENT']._serialized_end=2347
+  _globals['_DEGRADEDREASON']._serialized_start=2350
+  _globals['_DEGRADEDREASON']._serialized_end=2589
+  _globals['_GUIDANCEEND']._serialized_start=2592
+  _globals['_GUIDANCEEND']._serialized_end=2791
   _globals['_EDGEINFO']._serialized_start=50
   _globals['_EDGEINFO']._serialized_end=156
-  _globals['_GENERATEREQUEST']._serialized_start=159
-  _globals['_GENERATEREQUEST']._serialized_end=458
-  _globals['_USAGE']._serialized_start=461
-  _globals['_USAGE']._serialized_end=709
-  _globals['_TIMINGS']._serialized_start=712
-  _globals['_TIMINGS']._serialized_end=1026
-  _globals['_GENERATERESPONSE']._serialized_start=1029
-  _globals['_GENERATERESPONSE']._serialized_end=1310
-  _globals['_ANSWERDELTA']._serialized_start=1312
-  _globals['_ANSWERDELTA']._serialized_end=1373
-  _globals['_GENERATESTREAMCHUNK']._serialized_start=1375
-  _globals['_GENERATESTREAMCHUNK']._serialized_end=1485
-  _globals['_EDGESERVICE']._serialized_start=1899
-  _globals['_EDGESERVICE']._serialized_end=2102
+  _globals['_GUIDANCEPOLICY']._serialized_start=159
+  _globals['_GUIDANCEPOLICY']._serialized_end=663
+  _globals['_GUIDANCEPOLICY_KIND']._serialized_start=459
+  _globals['_GUIDANCEPOLICY_KIND']._serialized_end=522
+  _globals['_BURST']._serialized_start=665
+  _globals['_BURST']._serialized_end=726
+  _globals['_GENERATEREQUEST']._serialized_start=729
+  _globals['_GENERATEREQUEST']._serialized_end=1077
+  _globals['_USAGE']._serialized_start=1080
+  _globals['_USAGE']._serialized_end=1328
+  _globals['_TIMINGS']._serialized_start=1331
+  _globals['_TIMINGS']._serialized_end=1645
+  _globals['_GENERATERESPONSE']._serialized_start=1648
+  _globals['_GENERATERESPONSE']._serialized_end=2003
+  _globals['_ANSWERDELTA']._serialized_start=2005
+  _globals['_ANSWERDELTA']._serialized_end=2066
+  _globals['_GENERATESTREAMCHUNK']._serialized_start=2068
+  _globals['_GENERATESTREAMCHUNK']._serialized_end=2178
+  _globals['_EDGESERVICE']._serialized_start=2794
+  _globals['_EDGESERVICE']._serialized_end=2997
 # @@protoc_insertion_point(module_scope)

@@ -1,8 +1,9 @@
 from shared.protocol.gkt.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -29,6 +30,15 @@ class DegradedReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEGRADED_REASON_UNAUTHORIZED: _ClassVar[DegradedReason]
     DEGRADED_REASON_ERROR: _ClassVar[DegradedReason]
     DEGRADED_REASON_CIRCUIT_OPEN: _ClassVar[DegradedReason]
+
+class GuidanceEnd(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GUIDANCE_END_UNSPECIFIED: _ClassVar[GuidanceEnd]
+    GUIDANCE_END_K_REACHED: _ClassVar[GuidanceEnd]
+    GUIDANCE_END_STUDENT_AGREED: _ClassVar[GuidanceEnd]
+    GUIDANCE_END_TEACHER_FINISHED: _ClassVar[GuidanceEnd]
+    GUIDANCE_END_DEADLINE: _ClassVar[GuidanceEnd]
+    GUIDANCE_END_TEACHER_FAILED: _ClassVar[GuidanceEnd]
 MODE_UNSPECIFIED: Mode
 MODE_GKT: Mode
 MODE_STUDENT_ONLY: Mode
@@ -43,6 +53,12 @@ DEGRADED_REASON_OVERLOADED: DegradedReason
 DEGRADED_REASON_UNAUTHORIZED: DegradedReason
 DEGRADED_REASON_ERROR: DegradedReason
 DEGRADED_REASON_CIRCUIT_OPEN: DegradedReason
+GUIDANCE_END_UNSPECIFIED: GuidanceEnd
+GUIDANCE_END_K_REACHED: GuidanceEnd
+GUIDANCE_END_STUDENT_AGREED: GuidanceEnd
+GUIDANCE_END_TEACHER_FINISHED: GuidanceEnd
+GUIDANCE_END_DEADLINE: GuidanceEnd
+GUIDANCE_END_TEACHER_FAILED: GuidanceEnd
 
 class EdgeInfo(_message.Message):
     __slots__ = ("edge", "teacher", "teacher_address")
@@ -54,8 +70,50 @@ class EdgeInfo(_message.Message):
     teacher_address: str
     def __init__(self, edge: _Optional[_Union[_common_pb2.ServerInfo, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.ServerInfo, _Mapping]] = ..., teacher_address: _Optional[str] = ...) -> None: ...
 
+class GuidancePolicy(_message.Message):
+    __slots__ = ("kind", "floor_tokens", "window", "min_top1_fraction", "min_mean_logprob", "escalate", "entropy_threshold", "entropy_run", "max_bursts", "burst_tokens")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[GuidancePolicy.Kind]
+        KIND_FIXED: _ClassVar[GuidancePolicy.Kind]
+        KIND_ADAPTIVE: _ClassVar[GuidancePolicy.Kind]
+    KIND_UNSPECIFIED: GuidancePolicy.Kind
+    KIND_FIXED: GuidancePolicy.Kind
+    KIND_ADAPTIVE: GuidancePolicy.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MIN_TOP1_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MIN_MEAN_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_RUN_FIELD_NUMBER: _ClassVar[int]
+    MAX_BURSTS_FIELD_NUMBER: _ClassVar[int]
+    BURST_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    kind: GuidancePolicy.Kind
+    floor_tokens: int
+    window: int
+    min_top1_fraction: float
+    min_mean_logprob: float
+    escalate: bool
+    entropy_threshold: float
+    entropy_run: int
+    max_bursts: int
+    burst_tokens: int
+    def __init__(self, kind: _Optional[_Union[GuidancePolicy.Kind, str]] = ..., floor_tokens: _Optional[int] = ..., window: _Optional[int] = ..., min_top1_fraction: _Optional[float] = ..., min_mean_logprob: _Optional[float] = ..., escalate: _Optional[bool] = ..., entropy_threshold: _Optional[float] = ..., entropy_run: _Optional[int] = ..., max_bursts: _Optional[int] = ..., burst_tokens: _Optional[int] = ...) -> None: ...
+
+class Burst(_message.Message):
+    __slots__ = ("offset", "text", "teacher_tokens")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    text: str
+    teacher_tokens: int
+    def __init__(self, offset: _Optional[int] = ..., text: _Optional[str] = ..., teacher_tokens: _Optional[int] = ...) -> None: ...
+
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "conversation", "system_prompt", "mode", "guidance_tokens", "max_tokens", "sampling", "continue_final_message")
+    __slots__ = ("prompt", "conversation", "system_prompt", "mode", "guidance_tokens", "max_tokens", "sampling", "continue_final_message", "guidance_policy")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +122,7 @@ class GenerateRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     CONTINUE_FINAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_POLICY_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     conversation: _common_pb2.Conversation
     system_prompt: str
@@ -72,7 +131,8 @@ class GenerateRequest(_message.Message):
     max_tokens: int
     sampling: _common_pb2.Sampling
     continue_final_message: bool
-    def __init__(self, prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., system_prompt: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., guidance_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ..., continue_final_message: _Optional[bool] = ...) -> None: ...
+    guidance_policy: GuidancePolicy
+    def __init__(self, prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., system_prompt: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., guidance_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., guidance_policy: _Optional[_Union[GuidancePolicy, _Mapping]] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("teacher_prompt_tokens", "teacher_completion_tokens", "student_prompt_tokens", "student_completion_tokens", "student_guidance_tokens", "student_cached_prompt_tokens", "teacher_cached_prompt_tokens")
@@ -115,7 +175,7 @@ class Timings(_message.Message):
     def __init__(self, teacher_time_to_first_token_seconds: _Optional[float] = ..., teacher_total_seconds: _Optional[float] = ..., guidance_wait_seconds: _Optional[float] = ..., student_queue_seconds: _Optional[float] = ..., student_prefill_seconds: _Optional[float] = ..., student_decode_seconds: _Optional[float] = ..., time_to_first_token_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., student_prompt_prefilled_seconds: _Optional[float] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "guidance_text", "student_text", "mode", "degraded", "degraded_reason", "finish_reason", "usage", "timings")
+    __slots__ = ("text", "guidance_text", "student_text", "mode", "degraded", "degraded_reason", "finish_reason", "usage", "timings", "guidance_end", "bursts")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     GUIDANCE_TEXT_FIELD_NUMBER: _ClassVar[int]
     STUDENT_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +185,8 @@ class GenerateResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_END_FIELD_NUMBER: _ClassVar[int]
+    BURSTS_FIELD_NUMBER: _ClassVar[int]
     text: str
     guidance_text: str
     student_text: str
@@ -134,7 +196,9 @@ class GenerateResponse(_message.Message):
     finish_reason: _common_pb2.FinishReason
     usage: Usage
     timings: Timings
-    def __init__(self, text: _Optional[str] = ..., guidance_text: _Optional[str] = ..., student_text: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[_Union[DegradedReason, str]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    guidance_end: GuidanceEnd
+    bursts: _containers.RepeatedCompositeFieldContainer[Burst]
+    def __init__(self, text: _Optional[str] = ..., guidance_text: _Optional[str] = ..., student_text: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[_Union[DegradedReason, str]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., guidance_end: _Optional[_Union[GuidanceEnd, str]] = ..., bursts: _Optional[_Iterable[_Union[Burst, _Mapping]]] = ...) -> None: ...
 
 class AnswerDelta(_message.Message):
     __slots__ = ("text", "segment")

@@ -43,10 +43,12 @@ class TeacherTimings(_message.Message):
     def __init__(self, queue_seconds: _Optional[float] = ..., time_to_first_token_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
 
 class GuidanceDelta(_message.Message):
-    __slots__ = ("text",)
+    __slots__ = ("text", "usage")
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     text: str
-    def __init__(self, text: _Optional[str] = ...) -> None: ...
+    usage: TeacherUsage
+    def __init__(self, text: _Optional[str] = ..., usage: _Optional[_Union[TeacherUsage, _Mapping]] = ...) -> None: ...
 
 class GuidanceDone(_message.Message):
     __slots__ = ("usage", "finish_reason", "timings")
