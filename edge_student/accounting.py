@@ -36,6 +36,13 @@ def account_answer(metrics: GktMetrics, answer: Answer, prices: Prices) -> None:
     metrics.prompt_tokens.labels(tier, mode).inc(usage.student_prompt_tokens)
     metrics.generation_tokens.labels(tier, mode).inc(usage.student_completion_tokens)
     metrics.guidance_tokens.labels(tier, mode).inc(usage.teacher_completion_tokens)
+    if answer.guidance_end is not None:
+        read = usage.teacher_completion_tokens - sum(burst.teacher_tokens for burst in answer.bursts)
+        metrics.guidance_tokens_used.labels(tier).observe(read)
+        if answer.guidance_end == "student_agreed":
+            metrics.guidance_stopped_early.labels(tier).inc()
+            metrics.guidance_tokens_saved.labels(tier).inc(max(0, answer.guidance_tokens - read))
+    metrics.escalations.labels(tier).inc(len(answer.bursts))
     metrics.prefix_cache_queries.labels(tier).inc(usage.student_prompt_tokens)
     metrics.prefix_cache_hits.labels(tier).inc(usage.student_cached_prompt_tokens)
     metrics.cost.labels(tier, "teacher", mode).inc(

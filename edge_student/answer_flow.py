@@ -4,10 +4,11 @@ Requests wait in the engine's bounded queue for one of its slots. In GKT mode th
 engine *open*: the engine prefills it while the teacher is still streaming, and each guidance delta is appended
 as it arrives, so cloud latency and edge prefill overlap.
 
-Guidance policies: `fixed` reads K teacher tokens (the paper). `adaptive` reads a floor of tokens, then goes on
-reading only until the student, which scores every guidance token as it prefills it, agrees with the teacher; the
-teacher's request is then stopped. With `escalate`, a student that grows unsure while it writes pauses and asks the
-teacher for a short burst continuing the answer so far.
+Guidance policies: `fixed` reads K teacher tokens (the paper). `adaptive` asks for K too, but from a floor of
+tokens on reads only until the student, which scores every guidance token as it prefills it, agrees with the
+teacher; the teacher's request is then stopped (aborted: the tokens it did not write are not paid for). With
+`escalate`, a student that grows unsure while it writes pauses and asks the teacher for a short burst continuing
+the answer so far.
 """
 
 from __future__ import annotations
@@ -48,8 +49,6 @@ logger = logging.getLogger(__name__)
 # Room for guidance still to come, in the student's tokens: K teacher tokens re-tokenised by another tokenizer can
 # take more (Gemma to SmolLM2: ~1.2x; the same tokenizer: 1x), with a margin.
 GUIDANCE_RETOKENISE_FACTOR = 1.5
-# How long the adaptive policy waits for the student to score the floor's tokens (it prefills as they arrive).
-CATCH_UP_SECONDS = 10.0
 
 
 @dataclass
@@ -167,41 +166,28 @@ class AnswerFlow:
         progress: _Progress,
         deadline: float | None,
     ) -> AsyncIterator[AnswerDelta]:
-        """Streams the guidance into the open prompt: K tokens, or (adaptive) until the student agrees."""
+        """Streams K tokens of guidance into the open prompt; adaptive: from the floor on, stops the teacher's
+        request as soon as the student agrees. One teacher request either way, so an adaptive answer whose student
+        never agrees is exactly the fixed answer."""
         policy, budget = params.policy, params.guidance_tokens
         joiner = _GuidanceJoiner(rendered)
-        adaptive = policy.kind == "adaptive" and budget > policy.floor_tokens
-        first = _TeacherCall()
-        # Adaptive reads exactly the floor first: the teacher writes no more than that when the student then agrees.
-        limit = policy.floor_tokens if adaptive else budget
-        async for text in self._stream(params, params.input, limit, first, deadline, progress):
-            sequence.append_text(joiner.for_student(text))
-            progress.guidance_text += text
-            yield AnswerDelta(text, "guidance")
-        if first.failure is not None or first.teacher_finished or not adaptive:
-            progress.failure, progress.end = first.failure, self._end_of(first)
-            return
-        try:
-            await asyncio.wait_for(sequence.caught_up(), CATCH_UP_SECONDS)
-        except TimeoutError:
-            logger.warning("the student did not score the guidance floor in %.0fs; reading on", CATCH_UP_SECONDS)
-        if student_agrees(policy, sequence.scores):
-            progress.end = "student_agreed"
-            return
-        rest = _TeacherCall()
-        continued = params.input.continued(progress.guidance_text)
-        stream = self._stream(params, continued, budget - policy.floor_tokens, rest, deadline, progress)
-        agreed = False
-        async for item in _until(stream, sequence, lambda: student_agrees(policy, sequence.scores)):
-            if item is None:
-                agreed = True
-                break
+        call = _TeacherCall()
+        stream = self._stream(params, params.input, budget, call, deadline, progress)
+
+        def agreed() -> bool:
+            read = call.last.completion_tokens if call.last is not None else 0
+            return read >= policy.floor_tokens and student_agrees(policy, sequence.scores)
+
+        items = _until(stream, sequence, agreed) if policy.kind == "adaptive" else stream
+        async for item in items:
+            if item is None:  # the student agreed: `_until` closed the stream, which stops the teacher
+                call.finished_at = time.monotonic()
+                progress.end = "student_agreed"
+                return
             sequence.append_text(joiner.for_student(item))
             progress.guidance_text += item
             yield AnswerDelta(item, "guidance")
-        rest.finished_at = rest.finished_at or time.monotonic()
-        progress.failure = None if agreed else rest.failure
-        progress.end = "student_agreed" if agreed else self._end_of(rest)
+        progress.failure, progress.end = call.failure, self._end_of(call)
 
     @staticmethod
     def _end_of(call: _TeacherCall) -> GuidanceEnd:

@@ -81,6 +81,7 @@ REQUEST_LATENCY_BUCKETS = (
     1920.0,
     7680.0,
 )
+GUIDANCE_TOKEN_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512)
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
@@ -170,6 +171,31 @@ class GktMetrics:
             "gkt_guidance_tokens",
             "Edge: teacher tokens of guidance consumed (the teacher's tokenizer).",
             (*t, "mode"),
+            registry=r,
+        )
+        self.guidance_tokens_used = Histogram(
+            "gkt_guidance_tokens_used",
+            "Edge: teacher tokens of guidance one GKT answer read (bursts not included).",
+            t,
+            buckets=GUIDANCE_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.guidance_stopped_early = Counter(
+            "gkt_guidance_stopped_early",
+            "Edge: GKT answers whose guidance stopped before K because the student agreed (adaptive policy).",
+            t,
+            registry=r,
+        )
+        self.guidance_tokens_saved = Counter(
+            "gkt_guidance_tokens_saved",
+            "Edge: teacher tokens not written because the student agreed before K (K minus the tokens read).",
+            t,
+            registry=r,
+        )
+        self.escalations = Counter(
+            "gkt_escalations",
+            "Edge: teacher bursts an unsure student asked for while it wrote.",
+            t,
             registry=r,
         )
         self.cost = Counter(
