@@ -10,19 +10,19 @@ import grpc
 
 from edge_student.accounting import account_answer
 from edge_student.answer_flow import AnswerFlow
+from edge_student.request_params import generate_params
 from edge_student.settings import EdgeSettings
 from shared.hardware import hardware_summary, package_version
 from shared.metrics import GktMetrics
 from shared.protocol.convert import (
     answer_delta_to_pb,
     answer_to_pb,
-    input_and_sampling_from_pb,
     mode_from_pb,
+    prompt_input_from_pb,
     server_info_to_pb,
 )
 from shared.protocol.domain import Answer, AnswerDelta, GenerateParams, ServerInfo
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.protocol.validation import validate_token_count
 from shared.server.errors import NotReadyError
 from shared.server.request_context import bind_request_id
 
@@ -39,16 +39,18 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         self._prices = settings.prices()
 
     def params_from_pb(self, request: edge_pb2.GenerateRequest) -> GenerateParams:
-        """Decodes a request, fills in the defaults and validates it (raises `InvalidArgumentError`)."""
-        s = self._settings
-        prompt_input, sampling = input_and_sampling_from_pb(request, s)
-        mode = mode_from_pb(request.mode)
-        max_tokens = request.max_tokens if request.HasField("max_tokens") else s.default_max_tokens
-        validate_token_count("max_tokens", max_tokens, minimum=1, maximum=s.max_tokens_limit)
-        guidance_tokens = request.guidance_tokens if request.HasField("guidance_tokens") else s.default_guidance_tokens
-        validate_token_count("guidance_tokens", guidance_tokens, minimum=0, maximum=s.max_guidance_tokens)
-        return GenerateParams(
-            input=prompt_input, mode=mode, guidance_tokens=guidance_tokens, max_tokens=max_tokens, sampling=sampling
+        """Decodes a request; `generate_params` fills in the defaults and validates it (`InvalidArgumentError`)."""
+        sampling = request.sampling
+        return generate_params(
+            self._settings,
+            prompt_input_from_pb(request),
+            mode=mode_from_pb(request.mode),
+            guidance_tokens=request.guidance_tokens if request.HasField("guidance_tokens") else None,
+            max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
+            temperature=sampling.temperature if sampling.HasField("temperature") else None,
+            top_p=sampling.top_p if sampling.HasField("top_p") else None,
+            seed=sampling.seed if sampling.HasField("seed") else None,
+            stop=sampling.stop,
         )
 
     async def Generate(  # noqa: N802 (gRPC method name)
