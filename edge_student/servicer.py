@@ -13,7 +13,7 @@ from edge_student.answer_flow import AnswerFlow
 from edge_student.request_params import generate_params
 from edge_student.settings import EdgeSettings
 from shared.hardware import hardware_summary, package_version
-from shared.metrics import GktMetrics
+from shared.metrics import Api, GktMetrics
 from shared.protocol.convert import (
     answer_delta_to_pb,
     answer_to_pb,
@@ -57,9 +57,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         self, request: edge_pb2.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> edge_pb2.GenerateResponse:
         bind_request_id(context)
-        async for event in self._ready_flow().answer(self.params_from_pb(request), context.time_remaining()):
+        async for event in self.ready_flow().answer(self.params_from_pb(request), context.time_remaining()):
             if isinstance(event, Answer):
-                self._finish(event)
+                self.finish(event, api="grpc")
                 return answer_to_pb(event)
         raise RuntimeError("the answer flow ended without an answer")
 
@@ -67,17 +67,17 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         self, request: edge_pb2.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[edge_pb2.GenerateStreamChunk]:
         bind_request_id(context)
-        async for event in self._ready_flow().answer(self.params_from_pb(request), context.time_remaining()):
+        async for event in self.ready_flow().answer(self.params_from_pb(request), context.time_remaining()):
             if isinstance(event, AnswerDelta):
                 yield answer_delta_to_pb(event)
             else:
-                self._finish(event)
+                self.finish(event, api="grpc")
                 yield edge_pb2.GenerateStreamChunk(final=answer_to_pb(event))
 
     async def GetInfo(  # noqa: N802 (gRPC method name)
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> edge_pb2.EdgeInfo:
-        flow = self._ready_flow()
+        flow = self.ready_flow()
         teacher = await flow.teacher.get_info()
         return edge_pb2.EdgeInfo(
             edge=server_info_to_pb(self.info(flow)),
@@ -99,8 +99,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             version=package_version(),
         )
 
-    def _finish(self, answer: Answer) -> None:
-        account_answer(self._metrics, answer, self._prices)
+    def finish(self, answer: Answer, *, api: Api) -> None:
+        """Counts and logs a finished answer (both APIs end here, so the metrics see every request)."""
+        account_answer(self._metrics, answer, self._prices, api=api)
         usage, timings = answer.usage, answer.timings
         logger.info(
             "%s answer: teacher %d+%d tokens, student %d+%d tokens, %.2fs%s",
@@ -113,7 +114,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             f" (degraded: {answer.degraded_reason})" if answer.degraded else "",
         )
 
-    def _ready_flow(self) -> AnswerFlow:
+    def ready_flow(self) -> AnswerFlow:
+        """The answer flow, once the student is loaded (`NotReadyError` before)."""
         if self.answer_flow is None:
             raise NotReadyError("the student model is still loading; retry when health reports SERVING")
         return self.answer_flow
