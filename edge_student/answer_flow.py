@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from edge_student.circuit_breaker import CircuitBreaker
@@ -74,7 +74,7 @@ class AnswerFlow:
         self.student_format = student_format
         self.breaker = breaker
 
-    async def answer(self, params: GenerateParams, time_left: float | None = None) -> AsyncIterator[AnswerEvent]:
+    async def answer(self, params: GenerateParams, time_left: float | None = None) -> AsyncGenerator[AnswerEvent, None]:
         """Yields `AnswerDelta`s (guidance first, then the student's) and finally the `Answer`.
 
         `time_left` is the app's remaining deadline (seconds), passed on to the teacher call.
