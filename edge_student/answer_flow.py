@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from edge_student.circuit_breaker import CircuitBreaker
@@ -89,9 +90,11 @@ class AnswerFlow:
         student_result: SequenceResult | None = None
         try:
             if params.mode == "teacher_only":
-                async for text in self._stream_guidance(params, params.max_tokens, guidance, deadline):
-                    first_output_at = first_output_at or time.monotonic()
-                    yield AnswerDelta(text, "guidance")
+                # aclosing: a caller that stops at a yield (a dropped HTTP stream) aborts the teacher call at once.
+                async with aclosing(self._stream_guidance(params, params.max_tokens, guidance, deadline)) as texts:
+                    async for text in texts:
+                        first_output_at = first_output_at or time.monotonic()
+                        yield AnswerDelta(text, "guidance")
                 if guidance.failure is not None:  # degraded: the student finishes what the teacher started
                     continued = _GuidanceJoiner(rendered).for_student(guidance.text)
                     sequence = self._submit(rendered, params, prompt_open=False, continuation=continued)
@@ -99,10 +102,11 @@ class AnswerFlow:
                 # Submit first, so the student prefills its prompt while the guidance is on its way.
                 sequence = self._submit(rendered, params, prompt_open=True)
                 joiner = _GuidanceJoiner(rendered)
-                async for text in self._stream_guidance(params, params.guidance_tokens, guidance, deadline):
-                    first_output_at = first_output_at or time.monotonic()
-                    sequence.append_text(joiner.for_student(text))
-                    yield AnswerDelta(text, "guidance")
+                async with aclosing(self._stream_guidance(params, params.guidance_tokens, guidance, deadline)) as texts:
+                    async for text in texts:
+                        first_output_at = first_output_at or time.monotonic()
+                        sequence.append_text(joiner.for_student(text))
+                        yield AnswerDelta(text, "guidance")
                 if guidance.done is not None and guidance.done.finish_reason == "stop":
                     # The teacher finished the answer within K tokens: nothing is left for the student. Its prefill
                     # work so far is still accounted: the engine reports it when the cancel takes effect.
@@ -166,7 +170,7 @@ class AnswerFlow:
 
     async def _stream_guidance(
         self, params: GenerateParams, max_tokens: int, outcome: _GuidanceOutcome, deadline: float | None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yields guidance text; on failure records it in `outcome` (the text so far stays usable)."""
         if not self.breaker.allow():
             outcome.failure = TeacherUnavailableError("circuit_open", "the teacher failed repeatedly; not calling it")
@@ -175,12 +179,13 @@ class AnswerFlow:
         request = GuidanceParams(input=params.input, guidance_tokens=max_tokens, sampling=params.sampling)
         time_left = None if deadline is None else deadline - time.monotonic()
         try:
-            async for event in self.teacher.stream_guidance(request, params.mode, time_left):
-                if isinstance(event, GuidanceDelta):
-                    outcome.text += event.text
-                    yield event.text
-                else:
-                    outcome.done = event
+            async with aclosing(self.teacher.stream_guidance(request, params.mode, time_left)) as events:
+                async for event in events:
+                    if isinstance(event, GuidanceDelta):
+                        outcome.text += event.text
+                        yield event.text
+                    else:
+                        outcome.done = event
             self.breaker.record_success()
         except TeacherUnavailableError as failure:
             self.breaker.record_failure()
