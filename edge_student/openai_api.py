@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -39,6 +38,7 @@ from edge_student.openai_convert import (
     chat_request,
     completion,
     completion_request,
+    field_name,
     finish_reason,
     gkt_answer,
     model_card,
@@ -93,8 +93,6 @@ _ERROR_TYPES = {
     503: "service_unavailable",
     504: "timeout",
 }
-# Parts of a pydantic error location that name a union member, not a field (`stop` is `str | list[str]`).
-_TYPE_TAG = re.compile(r"str|int|float|bool|list|dict|.*[\[\]\-].*")
 
 
 class ClientGoneError(GktError):
@@ -337,7 +335,7 @@ class OpenAIApi:
         if first.get("type") == "json_invalid":
             invalid = InvalidArgumentError("body", f"is not valid JSON ({first.get('msg', '')})")
         else:
-            invalid = InvalidArgumentError(_field_name(first.get("loc", ())) or "body", str(first.get("msg", "")))
+            invalid = InvalidArgumentError(field_name(first.get("loc", ())) or "body", str(first.get("msg", "")))
         return self._error_response(invalid, request.url.path)
 
     async def _http_error(self, request: Request, error: Exception) -> Response:
@@ -352,17 +350,6 @@ class OpenAIApi:
 
     async def _unexpected_error(self, request: Request, error: Exception) -> Response:
         return self._error_response(error, request.url.path)
-
-
-def _field_name(loc: Any) -> str:
-    """A pydantic error location as the caller wrote the field: ("body", "messages", 0, "role") -> messages[0].role."""
-    name = ""
-    for part in list(loc)[1:]:  # loc[0] is "body"
-        if isinstance(part, int):
-            name += f"[{part}]"
-        elif not _TYPE_TAG.fullmatch(str(part)):
-            name += f".{part}" if name else str(part)
-    return name
 
 
 async def _until(events: AsyncIterator[AnswerEvent], deadline: float | None) -> AsyncGenerator[AnswerEvent, None]:

@@ -11,7 +11,7 @@ The model name routes a request, in the spirit of RouteLLM: `gkt` (guidance then
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edge_student.openai_types import (
@@ -44,6 +44,8 @@ MODELS: dict[str, tuple[Mode, str]] = {
     "gkt-teacher": ("teacher_only", "the teacher alone"),
 }
 _GUIDED = re.compile(r"gkt@(\d{1,9})")
+# Parts of a pydantic error location that name a union member, not a field (`stop` is `str | list[str]`).
+_TYPE_TAG = re.compile(r"str|int|float|bool|list|dict|.*[\[\]\-].*")
 _MODE_WORDS: dict[ModeWord, Mode] = {
     "gkt": "gkt",
     "student": "student_only",
@@ -212,6 +214,17 @@ def _message(index: int, message: ChatMessageIn) -> ChatMessage:
             )
         texts.append(part["text"])
     return ChatMessage(role, "".join(texts))
+
+
+def field_name(loc: Sequence[object]) -> str:
+    """A pydantic error location as the caller wrote the field: ("body", "messages", 0, "role") -> messages[0].role."""
+    name = ""
+    for part in list(loc)[1:]:  # loc[0] is "body"
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif not _TYPE_TAG.fullmatch(str(part)):
+            name += f".{part}" if name else str(part)
+    return name
 
 
 # ---- responses ------------------------------------------------------------------------------------------------
