@@ -85,7 +85,7 @@ def model_card(name: str, settings: EdgeSettings, created: int) -> ModelCard:
     route = route_model(name)
     k = settings.default_guidance_tokens if route.guidance_tokens is None else route.guidance_tokens
     if route.mode == "gkt":
-        validate_token_count("guidance_tokens", k, minimum=0, maximum=settings.max_guidance_tokens)
+        validate_token_count("model", k, minimum=0, maximum=settings.max_guidance_tokens)  # K of gkt@K
     description = MODELS[name][1] if name in MODELS else f"GKT with {k} guidance tokens"
     return ModelCard(
         id=name,
