@@ -10,7 +10,6 @@ disconnects frees its student slot and aborts its teacher call at once, as a can
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -381,17 +380,14 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     task = asyncio.ensure_future(work)
     watch = asyncio.ensure_future(_disconnected(request))
     try:
-        done, _ = await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        finished = task.done()
+        task.cancel()  # no-op once done
         watch.cancel()
-        raise
-    watch.cancel()
-    if task in done:
+        await asyncio.wait((task, watch))  # the cancelled work cleans up (frees its slot) before the caller goes on
+    if finished:
         return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
     raise ClientGoneError("the client disconnected before the answer was complete")
 
 
