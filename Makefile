@@ -29,9 +29,9 @@ test: models system-deps  ## lint and types, then the whole suite on the real mo
 # The pure-logic tests: no model, no server (seconds).
 FAST_TESTS := tests/test_layout.py tests/scripts tests/shared/test_text_stream.py tests/shared/test_prompt_formats.py \
 	tests/shared/test_protocol.py tests/shared/test_catalog.py tests/edge_student/test_answer_flow.py \
-	tests/edge_student/test_circuit_breaker.py tests/cloud_teacher/test_hf_conversion.py \
-	tests/benchmarks/test_answers.py tests/benchmarks/test_prompts.py tests/benchmarks/test_report.py \
-	tests/benchmarks/test_edge_throughput.py
+	tests/edge_student/test_openai_convert.py tests/edge_student/test_circuit_breaker.py \
+	tests/cloud_teacher/test_hf_conversion.py tests/benchmarks/test_answers.py tests/benchmarks/test_prompts.py \
+	tests/benchmarks/test_report.py tests/benchmarks/test_edge_throughput.py
 
 test-fast: install  ## the pure-logic tests only (seconds, no models)
 	$(PY) -m pytest $(FAST_TESTS) -m "not needs_models"

@@ -87,7 +87,7 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
 
     def _account(self, mode: str, done: GuidanceDone, ttft: float, total: float) -> None:
         m, tier = self._metrics, self._metrics.tier
-        m.observe_latency(mode, ttft=ttft, total=total, output_tokens=done.completion_tokens)
+        m.observe_latency(mode, api="grpc", ttft=ttft, total=total, output_tokens=done.completion_tokens)
         m.prompt_tokens.labels(tier, mode).inc(done.prompt_tokens)
         m.generation_tokens.labels(tier, mode).inc(done.completion_tokens)
         m.prefix_cache_queries.labels(tier).inc(done.prompt_tokens)
@@ -95,7 +95,7 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         m.cost.labels(tier, "teacher", mode).inc(
             self._prices.cost(done.prompt_tokens, done.completion_tokens, done.cached_prompt_tokens)
         )
-        m.request_success.labels(tier, mode, done.finish_reason).inc()
+        m.count_success(mode, done.finish_reason, api="grpc")
         logger.info(
             "guidance for %s: %d prompt (%d cached) + %d generated tokens in %.2fs (%s)",
             mode,

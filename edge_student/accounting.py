@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.metrics import GktMetrics
+from shared.metrics import Api, GktMetrics
 from shared.pricing import Prices
 from shared.protocol.domain import Answer
 
@@ -26,12 +26,17 @@ def teacher_only_cost(answer: Answer, prices: Prices) -> float:
     return prices.teacher.cost(prompt, generated, cached)
 
 
-def account_answer(metrics: GktMetrics, answer: Answer, prices: Prices) -> None:
-    """Records one finished answer; every number comes from the answer's own usage and timings."""
+def account_answer(metrics: GktMetrics, answer: Answer, prices: Prices, *, api: Api) -> None:
+    """Records one finished answer (`api`: the door it came through); every number comes from the answer's own usage
+    and timings."""
     tier, mode, usage, timings = metrics.tier, answer.mode, answer.usage, answer.timings
     output_tokens = usage.teacher_completion_tokens + usage.student_completion_tokens
     metrics.observe_latency(
-        mode, ttft=timings.time_to_first_token_seconds, total=timings.total_seconds, output_tokens=output_tokens
+        mode,
+        api=api,
+        ttft=timings.time_to_first_token_seconds,
+        total=timings.total_seconds,
+        output_tokens=output_tokens,
     )
     metrics.prompt_tokens.labels(tier, mode).inc(usage.student_prompt_tokens)
     metrics.generation_tokens.labels(tier, mode).inc(usage.student_completion_tokens)
@@ -56,7 +61,7 @@ def account_answer(metrics: GktMetrics, answer: Answer, prices: Prices) -> None:
         )
     )
     metrics.teacher_only_cost.labels(tier, mode).inc(teacher_only_cost(answer, prices))
-    metrics.request_success.labels(tier, mode, answer.finish_reason).inc()
+    metrics.count_success(mode, answer.finish_reason, api=api)
     if answer.degraded_reason is not None:
         metrics.degraded_requests.labels(tier, answer.degraded_reason).inc()
     if usage.student_prompt_tokens:

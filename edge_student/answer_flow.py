@@ -18,7 +18,8 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +111,7 @@ class AnswerFlow:
         self.student_format = student_format
         self.breaker = breaker
 
-    async def answer(self, params: GenerateParams, time_left: float | None = None) -> AsyncIterator[AnswerEvent]:
+    async def answer(self, params: GenerateParams, time_left: float | None = None) -> AsyncGenerator[AnswerEvent, None]:
         """Yields `AnswerDelta`s (guidance first, then the student's, with any bursts) and finally the `Answer`.
 
         `time_left` is the app's remaining deadline (seconds), passed on to every teacher call.
@@ -124,9 +125,13 @@ class AnswerFlow:
         try:
             if params.mode == "teacher_only":
                 call = _TeacherCall()
-                async for text in self._stream(params, params.input, params.max_tokens, call, deadline, progress):
-                    progress.guidance_text += text
-                    yield AnswerDelta(text, "guidance")
+                # aclosing everywhere: a caller that stops at a yield (a dropped stream) aborts the teacher call and
+                # frees the student at once, not when the generators are collected.
+                stream = self._stream(params, params.input, params.max_tokens, call, deadline, progress)
+                async with aclosing(stream) as texts:
+                    async for text in texts:
+                        progress.guidance_text += text
+                        yield AnswerDelta(text, "guidance")
                 progress.failure = call.failure
                 if call.failure is not None:  # degraded: the student finishes what the teacher started
                     continued = _GuidanceJoiner(rendered).for_student(call.text)
@@ -134,8 +139,9 @@ class AnswerFlow:
             elif params.mode == "gkt" and params.guidance_tokens > 0:
                 # Submit first, so the student prefills its prompt while the guidance is on its way.
                 sequence = self._submit(rendered, params, prompt_open=True)
-                async for delta in self._guide(params, sequence, rendered, progress, deadline):
-                    yield delta
+                async with aclosing(self._guide(params, sequence, rendered, progress, deadline)) as guided:
+                    async for delta in guided:
+                        yield delta
                 if progress.end == "teacher_finished":
                     # Nothing is left for the student; its prefill so far is still accounted when the cancel lands.
                     sequence.cancel()
@@ -147,8 +153,9 @@ class AnswerFlow:
                 sequence = self._submit(rendered, params, prompt_open=False)
 
             if sequence is not None:
-                async for delta in self._write(params, sequence, progress, deadline):
-                    yield delta
+                async with aclosing(self._write(params, sequence, progress, deadline)) as written:
+                    async for delta in written:
+                        yield delta
                 result = sequence.result
                 sequence = None
         finally:
@@ -165,7 +172,7 @@ class AnswerFlow:
         rendered: RenderedPrompt,
         progress: _Progress,
         deadline: float | None,
-    ) -> AsyncIterator[AnswerDelta]:
+    ) -> AsyncGenerator[AnswerDelta, None]:
         """Streams K tokens of guidance into the open prompt; adaptive: from the floor on, stops the teacher's
         request as soon as the student agrees. One teacher request either way, so an adaptive answer whose student
         never agrees is exactly the fixed answer."""
@@ -179,14 +186,15 @@ class AnswerFlow:
             return read >= policy.floor_tokens and student_agrees(policy, sequence.scores)
 
         items = _until(stream, sequence, agreed) if policy.kind == "adaptive" else stream
-        async for item in items:
-            if item is None:  # the student agreed: `_until` closed the stream, which stops the teacher
-                call.finished_at = time.monotonic()
-                progress.end = "student_agreed"
-                return
-            sequence.append_text(joiner.for_student(item))
-            progress.guidance_text += item
-            yield AnswerDelta(item, "guidance")
+        async with aclosing(items), aclosing(stream):
+            async for item in items:
+                if item is None:  # the student agreed: the stream is closed, which stops the teacher's request
+                    call.finished_at = time.monotonic()
+                    progress.end = "student_agreed"
+                    return
+                sequence.append_text(joiner.for_student(item))
+                progress.guidance_text += item
+                yield AnswerDelta(item, "guidance")
         progress.failure, progress.end = call.failure, self._end_of(call)
 
     @staticmethod
@@ -213,14 +221,15 @@ class AnswerFlow:
         request = GuidanceParams(input=prompt_input, guidance_tokens=tokens, sampling=params.sampling)
         time_left = None if deadline is None else deadline - time.monotonic()
         try:
-            async for event in self.teacher.stream_guidance(request, params.mode, time_left):
-                if isinstance(event, GuidanceDelta):
-                    call.text += event.text
-                    call.last = event
-                    progress.output()
-                    yield event.text
-                else:
-                    call.done = event
+            async with aclosing(self.teacher.stream_guidance(request, params.mode, time_left)) as events:
+                async for event in events:
+                    if isinstance(event, GuidanceDelta):
+                        call.text += event.text
+                        call.last = event
+                        progress.output()
+                        yield event.text
+                    else:
+                        call.done = event
             self.breaker.record_success()
         except TeacherUnavailableError as failure:
             if failure.teacher_at_fault:  # failures the caller caused say nothing about the teacher's health
@@ -233,7 +242,7 @@ class AnswerFlow:
 
     async def _write(
         self, params: GenerateParams, sequence: EngineSequence, progress: _Progress, deadline: float | None
-    ) -> AsyncIterator[AnswerDelta]:
+    ) -> AsyncGenerator[AnswerDelta, None]:
         """The student's text; with escalation, pauses for teacher bursts when the student grows unsure."""
         watch = UncertaintyWatch(params.policy)
         while True:
@@ -251,10 +260,12 @@ class AnswerFlow:
             burst = _TeacherCall(burst=True)  # a failed burst leaves the answer as it is: the student goes on
             offset = len(progress.guidance_text) + len(progress.student_text)
             continued = params.input.continued(progress.guidance_text + progress.student_text)
-            async for text in self._stream(params, continued, params.policy.burst_tokens, burst, deadline, progress):
-                sequence.append_text(text)
-                progress.student_text += text
-                yield AnswerDelta(text, "guidance")
+            stream = self._stream(params, continued, params.policy.burst_tokens, burst, deadline, progress)
+            async with aclosing(stream) as texts:
+                async for text in texts:
+                    sequence.append_text(text)
+                    progress.student_text += text
+                    yield AnswerDelta(text, "guidance")
             tokens = burst.done.completion_tokens if burst.done else (burst.last.completion_tokens if burst.last else 0)
             progress.bursts.append(Burst(offset=offset, text=burst.text, teacher_tokens=tokens))
             watch.burst_taken()
@@ -343,7 +354,7 @@ class AnswerFlow:
 
 async def _until(
     stream: AsyncGenerator[str, None], sequence: EngineSequence, check: Callable[[], bool]
-) -> AsyncIterator[str | None]:
+) -> AsyncGenerator[str | None, None]:
     """The stream's items until `check()` (asked whenever the student reports progress or an item arrives) turns
     true: then one None, and the stream is closed, which stops the teacher's request."""
     pending: asyncio.Future[str] = asyncio.ensure_future(anext(stream))

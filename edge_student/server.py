@@ -1,4 +1,5 @@
-"""`gkt-edge`: loads the student, connects to the teacher and serves apps until SIGTERM."""
+"""`gkt-edge`: loads the student, connects to the teacher and serves apps (gRPC, and the OpenAI-compatible HTTP API
+when `--http-port` is set) until SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import grpc
 
 from edge_student.answer_flow import AnswerFlow
 from edge_student.circuit_breaker import CircuitBreaker
+from edge_student.openai_api import OpenAIApi
 from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
 from edge_student.teacher_client import GuidanceDeadlines, TeacherClient
@@ -19,6 +21,7 @@ from shared.metrics import GktMetrics
 from shared.prompt_formats import select_prompt_format
 from shared.protocol.gkt.v1 import edge_pb2_grpc
 from shared.server.grpc_server import ServiceBinding, TierServer, run_tier
+from shared.server.http_server import HttpServer
 from shared.server.secrets import read_bearer_token
 from shared.server.security import channel_credentials
 
@@ -37,7 +40,8 @@ def teacher_credentials(settings: EdgeSettings) -> grpc.ChannelCredentials | Non
 
 
 class EdgeServer(TierServer):
-    """The edge tier in one object: student engine + teacher client + answer flow + gRPC server."""
+    """The edge tier in one object: student engine + teacher client + answer flow + gRPC server (+ the HTTP API on
+    the same loop, over the same servicer)."""
 
     def __init__(self, settings: EdgeSettings) -> None:
         self.settings: EdgeSettings = settings
@@ -68,6 +72,31 @@ class EdgeServer(TierServer):
             metrics,
             ServiceBinding(SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, self.servicer),
         )
+        self.http: HttpServer | None = None
+        if settings.http_port is not None:
+            api = OpenAIApi(self.servicer, settings, metrics, serving=lambda: self.grpc.serving)
+            self.http = HttpServer(api.app, settings.http_host or settings.host, settings.http_port, settings)
+
+    @property
+    def http_port(self) -> int | None:
+        """The HTTP API's port once listening (None when it is off)."""
+        return self.http.port if self.http is not None else None
+
+    async def listen(self) -> None:
+        """gRPC, then HTTP: both answer "not ready" (UNAVAILABLE / 503) until the student is loaded."""
+        await super().listen()
+        if self.http is not None:
+            await self.http.start()
+
+    async def stop_listening(self, grace: float) -> None:
+        """Both doors at once: new requests refused, accepted ones get `grace` seconds (then the model goes)."""
+        if self.http is None:
+            await super().stop_listening(grace)
+            return
+        await asyncio.gather(super().stop_listening(grace), self.http.stop(grace))
+
+    def ready_info(self) -> dict[str, object]:
+        return {"http_port": self.http.port} if self.http is not None else {}
 
     async def load_model(self) -> None:
         """Loads and warms the student; only then do requests reach the answer flow."""

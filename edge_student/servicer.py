@@ -10,20 +10,20 @@ import grpc
 
 from edge_student.accounting import account_answer
 from edge_student.answer_flow import AnswerFlow
+from edge_student.request_params import generate_params
 from edge_student.settings import EdgeSettings
 from shared.hardware import hardware_summary, package_version
-from shared.metrics import GktMetrics
+from shared.metrics import Api, GktMetrics
 from shared.protocol.convert import (
     answer_delta_to_pb,
     answer_to_pb,
-    input_and_sampling_from_pb,
     mode_from_pb,
     policy_from_pb,
+    prompt_input_from_pb,
     server_info_to_pb,
 )
 from shared.protocol.domain import Answer, AnswerDelta, GenerateParams, ServerInfo
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.protocol.validation import validate_policy, validate_token_count
 from shared.server.errors import NotReadyError
 from shared.server.request_context import bind_request_id
 
@@ -41,32 +41,28 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         self._default_policy = settings.default_policy()
 
     def params_from_pb(self, request: edge_pb2.GenerateRequest) -> GenerateParams:
-        """Decodes a request, fills in the defaults and validates it (raises `InvalidArgumentError`)."""
-        s = self._settings
-        prompt_input, sampling = input_and_sampling_from_pb(request, s)
-        mode = mode_from_pb(request.mode)
-        max_tokens = request.max_tokens if request.HasField("max_tokens") else s.default_max_tokens
-        validate_token_count("max_tokens", max_tokens, minimum=1, maximum=s.max_tokens_limit)
-        guidance_tokens = request.guidance_tokens if request.HasField("guidance_tokens") else s.default_guidance_tokens
-        validate_token_count("guidance_tokens", guidance_tokens, minimum=0, maximum=s.max_guidance_tokens)
-        policy = policy_from_pb(request.guidance_policy, self._default_policy)
-        validate_policy(policy)
-        return GenerateParams(
-            input=prompt_input,
-            mode=mode,
-            guidance_tokens=guidance_tokens,
-            max_tokens=max_tokens,
-            sampling=sampling,
-            policy=policy,
+        """Decodes a request; `generate_params` fills in the defaults and validates it (`InvalidArgumentError`)."""
+        sampling = request.sampling
+        return generate_params(
+            self._settings,
+            prompt_input_from_pb(request),
+            mode=mode_from_pb(request.mode),
+            guidance_tokens=request.guidance_tokens if request.HasField("guidance_tokens") else None,
+            max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
+            temperature=sampling.temperature if sampling.HasField("temperature") else None,
+            top_p=sampling.top_p if sampling.HasField("top_p") else None,
+            seed=sampling.seed if sampling.HasField("seed") else None,
+            stop=sampling.stop,
+            policy=policy_from_pb(request.guidance_policy, self._default_policy),
         )
 
     async def Generate(  # noqa: N802 (gRPC method name)
         self, request: edge_pb2.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> edge_pb2.GenerateResponse:
         bind_request_id(context)
-        async for event in self._ready_flow().answer(self.params_from_pb(request), context.time_remaining()):
+        async for event in self.ready_flow().answer(self.params_from_pb(request), context.time_remaining()):
             if isinstance(event, Answer):
-                self._finish(event)
+                self.finish(event, api="grpc")
                 return answer_to_pb(event)
         raise RuntimeError("the answer flow ended without an answer")
 
@@ -74,17 +70,17 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         self, request: edge_pb2.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[edge_pb2.GenerateStreamChunk]:
         bind_request_id(context)
-        async for event in self._ready_flow().answer(self.params_from_pb(request), context.time_remaining()):
+        async for event in self.ready_flow().answer(self.params_from_pb(request), context.time_remaining()):
             if isinstance(event, AnswerDelta):
                 yield answer_delta_to_pb(event)
             else:
-                self._finish(event)
+                self.finish(event, api="grpc")
                 yield edge_pb2.GenerateStreamChunk(final=answer_to_pb(event))
 
     async def GetInfo(  # noqa: N802 (gRPC method name)
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> edge_pb2.EdgeInfo:
-        flow = self._ready_flow()
+        flow = self.ready_flow()
         teacher = await flow.teacher.get_info()
         return edge_pb2.EdgeInfo(
             edge=server_info_to_pb(self.info(flow)),
@@ -106,8 +102,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             version=package_version(),
         )
 
-    def _finish(self, answer: Answer) -> None:
-        account_answer(self._metrics, answer, self._prices)
+    def finish(self, answer: Answer, *, api: Api) -> None:
+        """Counts and logs a finished answer (both APIs end here, so the metrics see every request)."""
+        account_answer(self._metrics, answer, self._prices, api=api)
         usage, timings = answer.usage, answer.timings
         logger.info(
             "%s answer: teacher %d+%d tokens, student %d+%d tokens, %.2fs%s",
@@ -120,7 +117,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             f" (degraded: {answer.degraded_reason})" if answer.degraded else "",
         )
 
-    def _ready_flow(self) -> AnswerFlow:
+    def ready_flow(self) -> AnswerFlow:
+        """The answer flow, once the student is loaded (`NotReadyError` before)."""
         if self.answer_flow is None:
             raise NotReadyError("the student model is still loading; retry when health reports SERVING")
         return self.answer_flow

@@ -21,6 +21,14 @@ class EdgeSettings(TierSettings, EngineSettings):
     model_config = SettingsConfigDict(env_prefix="GKT_EDGE_", cli_prog_name="gkt-edge")
 
     port: int = Field(50052, ge=0, le=65535, description="gRPC port apps call; 0 picks a free one.")
+    http_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, "
+        "/health) on the same student; unset: off, 0 picks a free one. TLS and bearer tokens as for gRPC.",
+    )
+    http_host: str | None = Field(None, description="Address the HTTP API binds to (unset: the same as --host).")
     teacher_address: str = Field(
         "127.0.0.1:50051",
         description="The teacher's gRPC address: host:port, or a gRPC target such as dns:///teacher:50051 (a DNS "

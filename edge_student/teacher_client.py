@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import grpc
@@ -110,7 +110,7 @@ class TeacherClient:
 
     async def stream_guidance(
         self, params: GuidanceParams, mode: Mode, time_left: float | None = None
-    ) -> AsyncIterator[GuidanceEvent]:
+    ) -> AsyncGenerator[GuidanceEvent, None]:
         """Yields guidance deltas then one `GuidanceDone`; raises `TeacherUnavailableError` if it cannot finish in time.
 
         `time_left` is what remains of the app's own deadline: the teacher call never outlives it. Deltas already

@@ -27,6 +27,9 @@ def up_main(argv: Sequence[str]) -> int:
     parser.add_argument("--edge-port", type=int, default=50052)
     parser.add_argument("--teacher-metrics-port", type=int, default=9101)
     parser.add_argument("--edge-metrics-port", type=int, default=9102)
+    parser.add_argument(
+        "--edge-http-port", type=int, default=8080, help="the edge's OpenAI-compatible API (0: any free port)"
+    )
     parser.add_argument("--teacher-model", help="teacher --model (default: the teacher's, qwen2.5-coder-1.5b)")
     parser.add_argument("--student-model", help="edge --model (default: the edge's)")
     parser.add_argument("--question", default=DEMO_QUESTION)
@@ -37,20 +40,29 @@ def up_main(argv: Sequence[str]) -> int:
     teacher = launch_teacher(args.backend, teacher_args, port=args.teacher_port, metrics_port=args.teacher_metrics_port)
     edge_args = ["--model", args.student_model] if args.student_model else []
     edge = launch_edge(
-        f"127.0.0.1:{args.teacher_port}", edge_args, port=args.edge_port, metrics_port=args.edge_metrics_port
+        f"127.0.0.1:{args.teacher_port}",
+        edge_args,
+        port=args.edge_port,
+        metrics_port=args.edge_metrics_port,
+        http_port=args.edge_http_port,
     )
     try:
         teacher.wait_ready(timeout=600)
         edge.wait_ready(timeout=300)
         edge_address = f"127.0.0.1:{edge.port}"
+        base_url = f"http://127.0.0.1:{edge.http_port}/v1"
         sys.stdout.write(
             f"\nteacher ({args.backend}) on 127.0.0.1:{teacher.port}, metrics :{teacher.metrics_port}\n"
-            f"edge on {edge_address}, metrics :{edge.metrics_port}\n\ndemo: gkt ask {args.question!r}\n\n"
+            f"edge on {edge_address} (gRPC), metrics :{edge.metrics_port}\n"
+            f"edge OpenAI-compatible API: {base_url}  (models gkt, gkt-student, gkt-teacher, gkt@K)\n"
+            f"\ndemo: gkt ask {args.question!r}\n\n"
         )
         sys.stdout.flush()
         ask_main([args.question, "--edge", edge_address, *DEMO_SETTINGS])
         sys.stdout.write(
             f'\nserving until Ctrl-C. try:  .venv/bin/gkt ask "your question" --edge {edge_address} --json\n'
+            f"  or any OpenAI client:  curl {base_url}/chat/completions -H 'content-type: application/json' "
+            """-d '{"model": "gkt", "messages": [{"role": "user", "content": "Why is the sky blue?"}]}'\n"""
         )
         sys.stdout.flush()
         if not args.no_wait:

@@ -15,7 +15,7 @@ cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
 has() { [[ " $cpu_flags " == *" $1 "* ]] && echo ON || echo OFF; }
 LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma) -DGGML_F16C=$(has f16c) -DGGML_BMI2=$(has bmi2) -DGGML_AVX512=$(has avx512f) -DGGML_AVX512_VBMI=$(has avx512_vbmi) -DGGML_AVX512_VNNI=$(has avx512_vnni) -DGGML_AVX512_BF16=$(has avx512_bf16) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"}
 WHEEL_CACHE=${GKT_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gkt-serving/wheels}
-EXTRAS=${GKT_EXTRAS:-cloud,bench,dev}
+EXTRAS=${GKT_EXTRAS:-cloud,edge,bench,dev}
 
 stamp_key=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
 stamp="$VENV/.gkt-installed-$stamp_key"

@@ -29,6 +29,7 @@ class ServiceProcess:
     ready_file: Path
     port: int = 0
     metrics_port: int | None = None
+    http_port: int | None = None  # the edge's OpenAI-compatible API, when it serves one
 
     def wait_ready(self, timeout: float) -> None:
         """Waits for the ready file (written once health is SERVING) and checks health over gRPC."""
@@ -39,6 +40,7 @@ class ServiceProcess:
             if self.ready_file.is_file() and self.ready_file.stat().st_size:
                 info = json.loads(self.ready_file.read_text())
                 self.port, self.metrics_port = info["port"], info["metrics_port"]
+                self.http_port = info.get("http_port")
                 if health_status(f"127.0.0.1:{self.port}") == health_pb2.HealthCheckResponse.SERVING:
                     return
             time.sleep(0.2)
@@ -104,12 +106,16 @@ def launch_edge(
     *,
     port: int = 0,
     metrics_port: int | None = None,
+    http_port: int | None = None,
     log_path: Path | None = None,
 ) -> ServiceProcess:
-    """`gkt-edge` on 127.0.0.1 as a child process, calling the teacher at `teacher_address`."""
+    """`gkt-edge` on 127.0.0.1 as a child process, calling the teacher at `teacher_address` (`http_port`: also serve
+    the OpenAI-compatible API)."""
     command = [_bin("gkt-edge"), "--teacher-address", teacher_address, "--host", "127.0.0.1", "--port", str(port)]
     if metrics_port is not None:
         command += ["--metrics-port", str(metrics_port)]
+    if http_port is not None:
+        command += ["--http-port", str(http_port)]
     return launch("edge", [*command, *args], log_path=log_path)
 
 

@@ -1,4 +1,8 @@
-"""Every Prometheus metric both tiers export: vLLM's names and buckets, one `gkt_` prefix and a `tier` label."""
+"""Every Prometheus metric both tiers export: vLLM's names and buckets, one `gkt_` prefix and a `tier` label.
+
+Request counts, errors and latencies also carry an `api` label: `grpc` (the protocol both tiers speak) or `openai`
+(the edge's OpenAI-compatible HTTP facade), so one dashboard sees every request and can tell the doors apart.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ if TYPE_CHECKING:  # the engine pulls in llama.cpp, which a vLLM teacher need no
     from shared.llama.engine import BatchedLlamaEngine
 
 Tier = Literal["teacher", "edge"]
+Api = Literal["grpc", "openai"]
 
 # Buckets as vLLM defines them for the same-named metrics, so dashboards built for vLLM read these alike.
 TTFT_BUCKETS = (
@@ -93,26 +98,27 @@ class GktMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         t = ("tier",)
+        ta = ("tier", "api")  # request-level series: which API the request came through
 
         # Latency, per tier (vLLM names).
         self.time_to_first_token = Histogram(
             "gkt_time_to_first_token_seconds",
             "Time from receiving a request to its first output token.",
-            (*t, "mode"),
+            (*ta, "mode"),
             buckets=TTFT_BUCKETS,
             registry=r,
         )
         self.e2e_request_latency = Histogram(
             "gkt_e2e_request_latency_seconds",
             "Time from receiving a request to its last output token.",
-            (*t, "mode"),
+            (*ta, "mode"),
             buckets=REQUEST_LATENCY_BUCKETS,
             registry=r,
         )
         self.inter_token_latency = Histogram(
             "gkt_inter_token_latency_seconds",
             "Mean time between consecutive output tokens of a request.",
-            (*t, "mode"),
+            (*ta, "mode"),
             buckets=ITL_BUCKETS,
             registry=r,
         )
@@ -215,7 +221,7 @@ class GktMetrics:
         self.request_success = Counter(
             "gkt_request_success",
             "Requests that produced an answer, by mode and finish reason.",
-            (*t, "mode", "finished_reason"),
+            (*ta, "mode", "finished_reason"),
             registry=r,
         )
         self.degraded_requests = Counter(
@@ -226,8 +232,8 @@ class GktMetrics:
         )
         self.request_errors = Counter(
             "gkt_request_errors",
-            "Requests that ended with a gRPC error status, by method and status code.",
-            (*t, "method", "code"),
+            "Requests that ended with an error, by method (or HTTP path) and gRPC status code name.",
+            (*ta, "method", "code"),
             registry=r,
         )
 
@@ -270,15 +276,18 @@ class GktMetrics:
         self.slots_used.labels(self.tier).set_function(lambda: engine.occupancy()[0])
         self.kv_cells_used.labels(self.tier).set_function(lambda: engine.stats().kv_cells_used)
 
-    def observe_latency(self, mode: str, *, ttft: float, total: float, output_tokens: int) -> None:
+    def observe_latency(self, mode: str, *, api: Api, ttft: float, total: float, output_tokens: int) -> None:
         """Time to first token, end-to-end latency and the mean inter-token latency of one request."""
-        self.time_to_first_token.labels(self.tier, mode).observe(ttft)
-        self.e2e_request_latency.labels(self.tier, mode).observe(total)
+        self.time_to_first_token.labels(self.tier, api, mode).observe(ttft)
+        self.e2e_request_latency.labels(self.tier, api, mode).observe(total)
         if output_tokens > 1:
-            self.inter_token_latency.labels(self.tier, mode).observe(max(0.0, total - ttft) / (output_tokens - 1))
+            self.inter_token_latency.labels(self.tier, api, mode).observe(max(0.0, total - ttft) / (output_tokens - 1))
+
+    def count_success(self, mode: str, finished_reason: str, *, api: Api) -> None:
+        self.request_success.labels(self.tier, api, mode, finished_reason).inc()
 
     def observe_batch(self, sequences: int) -> None:
         self.batch_size.labels(self.tier).observe(sequences)
 
-    def count_error(self, method: str, code_name: str) -> None:
-        self.request_errors.labels(self.tier, method, code_name).inc()
+    def count_error(self, method: str, code_name: str, *, api: Api) -> None:
+        self.request_errors.labels(self.tier, api, method, code_name).inc()

@@ -40,11 +40,13 @@ def teacher_settings(**overrides: object) -> TeacherSettings:
 
 
 def edge_settings(teacher: int | str, **overrides: object) -> EdgeSettings:
-    """Edge on port 0; `teacher` is the teacher's port on 127.0.0.1 or a full gRPC target."""
+    """Edge on port 0 (and its OpenAI-compatible HTTP API on another); `teacher` is the teacher's port on 127.0.0.1
+    or a full gRPC target."""
     address = f"127.0.0.1:{teacher}" if isinstance(teacher, int) else teacher
     values: dict[str, object] = {
         "host": "127.0.0.1",
         "port": 0,
+        "http_port": 0,
         "metrics_port": 0,
         "teacher_address": address,
         "model": "smollm2-135m",

@@ -44,13 +44,15 @@ def validate_prompt_input(prompt_input: PromptInput, *, max_prompt_chars: int) -
 
 
 def validate_sampling(sampling: Sampling) -> None:
-    """Temperature in [0, 2], top_p in (0, 1], a few short non-empty stop sequences."""
+    """Temperature in [0, 2], top_p in (0, 1], a seed of 64 bits, a few short non-empty stop sequences."""
     if not 0.0 <= sampling.temperature <= MAX_TEMPERATURE:  # also rejects NaN
         raise InvalidArgumentError(
             "temperature", f"must be between 0 and {MAX_TEMPERATURE}, got {sampling.temperature}"
         )
     if not 0.0 < sampling.top_p <= 1.0:
         raise InvalidArgumentError("top_p", f"must be in (0, 1], got {sampling.top_p}")
+    if sampling.seed is not None and not -(2**63) <= sampling.seed < 2**63:  # the protocol's int64 (JSON has no limit)
+        raise InvalidArgumentError("seed", "must fit in a signed 64-bit integer")
     if len(sampling.stop) > MAX_STOP_SEQUENCES:
         raise InvalidArgumentError("stop", f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(sampling.stop)}")
     for index, stop in enumerate(sampling.stop):

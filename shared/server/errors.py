@@ -1,4 +1,4 @@
-"""Domain errors and the one place that maps them to gRPC status codes."""
+"""Domain errors and the one place that maps them to status codes: gRPC's, and HTTP's for the edge's OpenAI facade."""
 
 from __future__ import annotations
 
@@ -19,12 +19,25 @@ class InvalidArgumentError(GktError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 class OverloadedError(GktError):
     """No capacity now; the caller may retry later."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class NotFoundError(GktError):
+    """The caller named something that does not exist (e.g. a model the facade does not serve)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class DeadlineExceededError(GktError):
+    """The caller's deadline passed before the answer was complete."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class NotReadyError(GktError):
@@ -56,3 +69,22 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, GktError):
         return error.code, str(error)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"
+
+
+# The HTTP status for each gRPC code a request can end with (as gRPC's own HTTP mapping and OpenAI's API use them);
+# 499 is the de-facto "client closed the request" status, for logs and metrics only (nobody is left to read it).
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def http_status_for(code: grpc.StatusCode) -> int:
+    """The HTTP status that stands for a gRPC status code (500 for anything unexpected)."""
+    return _HTTP_STATUS.get(code, 500)

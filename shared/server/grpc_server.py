@@ -9,7 +9,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -106,6 +106,7 @@ class GrpcServer:
             raise RuntimeError(f"could not bind the gRPC port at {address}")
         self.metrics_port: int | None = None
         self.serving_since: float | None = None  # time.monotonic() when health turned SERVING
+        self.serving = False  # what health reports for the server as a whole (other doors to the tier ask this)
         self._metrics_registries = metrics_registries
         self._metrics_http: Any = None
 
@@ -124,19 +125,24 @@ class GrpcServer:
 
     async def set_not_serving(self) -> None:
         """Flips health to NOT_SERVING (the model can serve no more): load balancers stop sending traffic."""
+        self.serving = False
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         logger.error("NOT_SERVING on port %s: the model failed", self.port)
 
-    async def set_serving(self) -> None:
-        """Flips health to SERVING (call once the model is loaded and warmed) and writes the ready file."""
+    async def set_serving(self, ready_info: Mapping[str, object] | None = None) -> None:
+        """Flips health to SERVING (call once the model is loaded and warmed) and writes the ready file (the bound
+        ports, plus `ready_info`)."""
         self.serving_since = time.monotonic()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.serving = True
         if self.settings.ready_file is not None:
-            self.settings.ready_file.write_text(json.dumps({"port": self.port, "metrics_port": self.metrics_port}))
+            info = {"port": self.port, "metrics_port": self.metrics_port, **(ready_info or {})}
+            self.settings.ready_file.write_text(json.dumps(info))
         logger.info("SERVING on port %s", self.port)
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, refuse new calls, give accepted ones `grace` seconds, then close."""
+        self.serving = False
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
         if self._metrics_http is not None:
@@ -194,12 +200,21 @@ class TierServer(abc.ABC):
     async def load(self) -> None:
         """Loads and warms the model, then reports SERVING."""
         await self.load_model()
-        await self.grpc.set_serving()
+        await self.grpc.set_serving(self.ready_info())
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, new calls refused, accepted ones get `grace` seconds; then the model is freed."""
-        await self.grpc.stop(grace)
+        await self.stop_listening(self.settings.shutdown_grace_seconds if grace is None else grace)
         await self.close_model()
+
+    async def stop_listening(self, grace: float) -> None:
+        """Stops taking requests and lets accepted ones finish within `grace` seconds (a tier with more doors than
+        gRPC closes them all here, before the model goes)."""
+        await self.grpc.stop(grace)
+
+    def ready_info(self) -> dict[str, object]:
+        """What the ready file reports besides the gRPC and metrics ports (e.g. another port the tier serves)."""
+        return {}
 
     @abc.abstractmethod
     async def load_model(self) -> None:

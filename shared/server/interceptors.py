@@ -80,7 +80,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 _check_decoded(request)
                 return await behavior(request, context)
             except asyncio.CancelledError:
-                self._metrics.count_error(method, grpc.StatusCode.CANCELLED.name)
+                self._metrics.count_error(method, grpc.StatusCode.CANCELLED.name, api="grpc")
                 raise
             except grpc.aio.AbortError:
                 raise  # a status set by the handler itself (already sent)
@@ -98,7 +98,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 async for item in behavior(request, context):
                     yield item
             except asyncio.CancelledError:
-                self._metrics.count_error(method, grpc.StatusCode.CANCELLED.name)
+                self._metrics.count_error(method, grpc.StatusCode.CANCELLED.name, api="grpc")
                 raise
             except grpc.aio.AbortError:
                 raise
@@ -115,6 +115,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             logger.info("%s: %s: %s", method, code.name, message)
         else:
             logger.warning("%s: %s: %s", method, code.name, message)
-        self._metrics.count_error(method, code.name)
+        self._metrics.count_error(method, code.name, api="grpc")
         await context.abort(code, message)
         raise AssertionError("unreachable: context.abort raises")

@@ -18,11 +18,16 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
-def bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """Takes the caller's request id (or makes one), puts it in the log context and echoes it back."""
-    given = _metadata(context).get(REQUEST_ID_KEY, "")
+def accept_request_id(given: str) -> str:
+    """The caller's request id when it is usable (else a fresh one), put in the log context of this call."""
     request_id = given if given.isprintable() and 0 < len(given) <= _MAX_ID_LENGTH else uuid.uuid4().hex[:16]
     request_id_var.set(request_id)
+    return request_id
+
+
+def bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """Takes the caller's request id (or makes one), puts it in the log context and echoes it back."""
+    request_id = accept_request_id(_metadata(context).get(REQUEST_ID_KEY, ""))
     context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
     return request_id
 

@@ -1,11 +1,12 @@
-"""TLS / mutual TLS credentials and bearer-token authentication for both tiers' gRPC servers."""
+"""TLS / mutual TLS credentials and bearer-token authentication for both tiers' gRPC servers (the token check is
+shared with the edge's HTTP facade)."""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,18 @@ def accepted_tokens(settings: TierSettings) -> frozenset[str]:
     return frozenset(tokens)
 
 
+def bearer_denial(authorization: str | None, tokens: Iterable[bytes]) -> GktError | None:
+    """None when `authorization` is `Bearer <an accepted token>`; otherwise why not: no token gives
+    `UnauthenticatedError`, a token that is not accepted `PermissionDeniedError`. Compared in constant time."""
+    scheme, _, credentials = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():  # the scheme is case-insensitive in HTTP
+        return UnauthenticatedError("missing 'authorization: Bearer <token>'")
+    offered = credentials.strip().encode()
+    if any(hmac.compare_digest(offered, token) for token in tokens):
+        return None
+    return PermissionDeniedError("the bearer token is not accepted")
+
+
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Requires `authorization: Bearer <token>` on every call (health checks optionally exempt).
 
@@ -146,12 +159,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _check(self, metadata: tuple[tuple[str, str | bytes], ...]) -> GktError | None:
         values = [v for k, v in metadata if k == "authorization"]
-        if not values or not isinstance(values[0], str) or not values[0].startswith("Bearer "):
-            return UnauthenticatedError("missing 'authorization: Bearer <token>' metadata")
-        offered = values[0].removeprefix("Bearer ").strip().encode()
-        if any(hmac.compare_digest(offered, token) for token in self._tokens):
-            return None
-        return PermissionDeniedError("the bearer token is not accepted")
+        return bearer_denial(values[0] if values and isinstance(values[0], str) else None, self._tokens)
 
 
 def server_interceptors(settings: TierSettings, metrics: GktMetrics) -> list[grpc.aio.ServerInterceptor]:

@@ -1,8 +1,10 @@
-"""SIGTERM under load, on a real edge process: health flips, accepted requests finish, new ones get UNAVAILABLE."""
+"""SIGTERM under load, on a real edge process: health flips, accepted requests finish, new ones get UNAVAILABLE (and
+the OpenAI-compatible HTTP door, on the same loop, closes with it)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 
@@ -33,9 +35,14 @@ async def test_sigterm_during_load(teacher_server: TeacherServer) -> None:
         f"127.0.0.1:{teacher_server.port}",
         ["--model", "smollm2-135m", "--n-slots", "2", "--shutdown-grace-seconds", "60", "--log-level", "WARNING"],
         metrics_port=0,
+        http_port=0,
     )
     await asyncio.to_thread(edge.wait_ready, 120)
     address = f"127.0.0.1:{edge.port}"
+    assert edge.http_port, "the ready file reports the HTTP port"
+    health_url = f"http://127.0.0.1:{edge.http_port}/health"
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(health_url)).status_code == 200
     try:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = edge_pb2_grpc.EdgeServiceStub(channel)
@@ -59,6 +66,11 @@ async def test_sigterm_during_load(teacher_server: TeacherServer) -> None:
                 raise AssertionError("the requests were not all accepted")
             edge.process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.5)
+
+            # The HTTP door says so too, or is already closed.
+            async with httpx.AsyncClient() as http:
+                with contextlib.suppress(httpx.TransportError):
+                    assert (await http.get(health_url, timeout=2)).status_code == 503
 
             # Health says NOT_SERVING (or the listener is already closed) and new calls are refused.
             try:

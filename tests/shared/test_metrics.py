@@ -103,8 +103,8 @@ async def test_metrics_agree_with_responses(
     )
     assert teacher_delta("gkt_prompt_tokens_total", tier="teacher") == sum(u.teacher_prompt_tokens for u in usage)
     for mode, count in (("gkt", 3), ("student_only", 2), ("teacher_only", 2)):
-        assert edge_delta("gkt_request_success_total", tier="edge", mode=mode) == count
-        assert edge_delta("gkt_e2e_request_latency_seconds_count", tier="edge", mode=mode) == count
+        assert edge_delta("gkt_request_success_total", tier="edge", api="grpc", mode=mode) == count
+        assert edge_delta("gkt_e2e_request_latency_seconds_count", tier="edge", api="grpc", mode=mode) == count
     # The teacher learns the edge's mode from request metadata.
     assert teacher_delta("gkt_request_success_total", tier="teacher", mode="gkt") == 3
     assert teacher_delta("gkt_request_success_total", tier="teacher", mode="student_only") == 0
@@ -114,9 +114,9 @@ async def test_metrics_agree_with_responses(
     assert edge_delta("gkt_guidance_wait_seconds_count", tier="edge") == 5
 
     expected_labels = {
-        "gkt_time_to_first_token_seconds_bucket": {"tier", "mode", "le"},
-        "gkt_e2e_request_latency_seconds_bucket": {"tier", "mode", "le"},
-        "gkt_inter_token_latency_seconds_bucket": {"tier", "mode", "le"},
+        "gkt_time_to_first_token_seconds_bucket": {"tier", "api", "mode", "le"},
+        "gkt_e2e_request_latency_seconds_bucket": {"tier", "api", "mode", "le"},
+        "gkt_inter_token_latency_seconds_bucket": {"tier", "api", "mode", "le"},
         "gkt_request_queue_time_seconds_bucket": {"tier", "le"},
         "gkt_request_prefill_time_seconds_bucket": {"tier", "le"},
         "gkt_request_decode_time_seconds_bucket": {"tier", "le"},
@@ -126,7 +126,7 @@ async def test_metrics_agree_with_responses(
         "gkt_guidance_tokens_total": {"tier", "mode"},
         "gkt_cost_total": {"tier", "component", "mode"},
         "gkt_teacher_only_cost_total": {"tier", "mode"},
-        "gkt_request_success_total": {"tier", "mode", "finished_reason"},
+        "gkt_request_success_total": {"tier", "api", "mode", "finished_reason"},
         "gkt_num_requests_running": {"tier"},
         "gkt_num_requests_waiting": {"tier"},
         "gkt_slots": {"tier"},

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import httpx
+import openai
 import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -209,3 +211,32 @@ def test_placeholder_certificates_stop_both_tiers(tmp_path: Path, pki: Pki) -> N
         TeacherServer(teacher_settings(tls_cert_file=fake, tls_key_file=pki.teacher.key))
     with pytest.raises(SettingsError, match=r"TLS CA file: .*placeholder.pem is not a readable PEM CA"):
         EdgeServer(edge_settings(closed_port(), teacher_tls=True, teacher_tls_ca_file=fake))
+
+
+async def test_openai_api_over_tls_and_mutual_tls(pki: Pki, teacher_server: TeacherServer) -> None:
+    """The HTTP API takes the edge's TLS settings: its certificate, and a client certificate when a client CA is set."""
+    security = {
+        "tls_cert_file": pki.edge_server.cert,
+        "tls_key_file": pki.edge_server.key,
+        "tls_client_ca_file": pki.ca.files.cert,
+        "auth_token": APP_TOKEN,
+    }
+    async with running_edge(teacher_server.port, **security) as edge:
+        url = f"https://localhost:{edge.http_port}/v1"
+        trusted = ssl.create_default_context(cafile=str(pki.ca.files.cert))
+        trusted.load_cert_chain(pki.edge_client.cert, pki.edge_client.key)
+        http_client = openai.DefaultAsyncHttpxClient(verify=trusted)
+        async with openai.AsyncOpenAI(base_url=url, api_key=APP_TOKEN, max_retries=0, http_client=http_client) as app:
+            response = await app.chat.completions.create(
+                model="gkt-student", messages=[{"role": "user", "content": "What is a cloud?"}], max_tokens=3
+            )
+            assert response.choices[0].message.content
+
+        # Without a client certificate the handshake is refused; plain HTTP gets nowhere either.
+        anonymous = openai.DefaultAsyncHttpxClient(verify=ssl.create_default_context(cafile=str(pki.ca.files.cert)))
+        async with openai.AsyncOpenAI(base_url=url, api_key=APP_TOKEN, max_retries=0, http_client=anonymous) as app:
+            with pytest.raises(openai.APIConnectionError):
+                await app.models.list()
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.TransportError):
+                await plain.get(f"http://127.0.0.1:{edge.http_port}/health")

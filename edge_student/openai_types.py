@@ -1,0 +1,220 @@
+"""The OpenAI-compatible API's request and response bodies, as pydantic models (the subset the edge serves, plus the
+`gkt` extension object; the official `openai` client sends it with `extra_body={"gkt": {...}}`).
+
+Requests accept fields of OpenAI's API that the edge does not use (`user`, `metadata`, ...) and ignore them; the few
+that would change the answer in a way the edge cannot honour (`n` > 1, `logprobs`, `tools`, ...) are declared here so
+that the facade can refuse them by name. Numbers and flags are strict: `true` is not a token count, `"0.5"` not a
+temperature. Usage and timings per tier are the domain dataclasses themselves, so they read as on gRPC.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+
+from shared.protocol.domain import DegradedReason, Mode, Segment, Timings, Usage
+
+# ---- requests -------------------------------------------------------------------------------------------------
+
+# The `gkt.mode` words: the `gkt ask --mode` words, and the domain's names (which responses report).
+ModeWord = Literal["gkt", "student", "teacher", "student_only", "teacher_only"]
+
+
+class GktOptions(BaseModel):
+    """The `gkt` extension of a request: overrides what the model name implies."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt option must not be ignored silently
+
+    mode: ModeWord | None = Field(None, description="gkt | student | teacher (default: from the model name).")
+    guidance_tokens: StrictInt | None = Field(None, description="K: teacher tokens of guidance (default: the edge's).")
+    timeout_seconds: StrictFloat | None = Field(
+        None, gt=0, description="The request's deadline: past it the answer stops and the request gets 504."
+    )
+
+
+class StreamOptions(BaseModel):
+    include_usage: StrictBool = False
+
+
+class ChatMessageIn(BaseModel):
+    """A chat turn; `content` is text or a list of text parts (other part types are refused)."""
+
+    model_config = ConfigDict(extra="allow")  # e.g. `name`: accepted, not used
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class _CommonRequest(BaseModel):
+    """What both completion endpoints accept."""
+
+    model_config = ConfigDict(extra="allow")  # OpenAI fields the edge does not use are ignored, as vLLM does
+
+    model: str = Field("gkt", description="gkt | gkt-student | gkt-teacher | gkt@K.")
+    max_tokens: StrictInt | None = None
+    temperature: StrictFloat | None = None
+    top_p: StrictFloat | None = None
+    seed: StrictInt | None = None
+    stop: str | list[str] | None = None
+    n: StrictInt | None = None
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    gkt: GktOptions | None = None
+    # Declared to be refused when used: the edge writes one answer, without log probabilities.
+    logprobs: Any = None
+    best_of: StrictInt | None = None
+
+
+class ChatCompletionRequest(_CommonRequest):
+    """`POST /v1/chat/completions`."""
+
+    messages: list[ChatMessageIn]
+    max_completion_tokens: StrictInt | None = None
+    continue_final_message: StrictBool = Field(
+        False, description="The last message is the assistant's, to be continued (vLLM's name)."
+    )
+    # Declared to be refused when used.
+    top_logprobs: StrictInt | None = None
+    tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class CompletionRequest(_CommonRequest):
+    """`POST /v1/completions`: one text prompt, used as is by both models."""
+
+    prompt: str | list[str]
+    # Declared to be refused when used.
+    echo: StrictBool = False
+    suffix: str | None = None
+
+
+# ---- responses ------------------------------------------------------------------------------------------------
+
+FinishReason = Literal["stop", "length"]
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int
+
+
+class UsageOut(BaseModel):
+    """OpenAI's usage: each count is the sum over both tiers (each tier counts in its own tokenizer); the `gkt`
+    extension has them per tier."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+
+class GktAnswer(BaseModel):
+    """The `gkt` extension of a response: the answer as the gRPC API reports it."""
+
+    mode: Mode
+    guidance_tokens: int = Field(description="K asked for (the teacher may have written fewer).")
+    guidance_text: str
+    student_text: str
+    degraded: bool
+    degraded_reason: DegradedReason | None
+    usage: Usage
+    timings: Timings
+
+
+class GktDelta(BaseModel):
+    """The `gkt` extension of a streamed chunk: which model wrote its text."""
+
+    segment: Segment
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ChatMessageOut
+    finish_reason: FinishReason
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageOut
+    gkt: GktAnswer
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: dict[str, str]  # {"role": ..., "content": ...} as far as the chunk has them; {} on the last one
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: UsageOut | None = None  # only with stream_options.include_usage: null, then set on the last chunk
+    gkt: GktDelta | GktAnswer | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class Completion(BaseModel):
+    """A `/v1/completions` response, and (with `finish_reason` null until the last) each of its streamed chunks."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageOut | None = None
+    gkt: GktDelta | GktAnswer | None = None
+
+
+class ModelInfo(BaseModel):
+    """The `gkt` extension of a model card: what requests naming it do."""
+
+    mode: Mode
+    guidance_tokens: int
+    student: str
+    description: str
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "gkt"
+    gkt: ModelInfo
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body."""
+
+    error: ErrorDetail
