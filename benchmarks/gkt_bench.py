@@ -32,7 +32,7 @@ from benchmarks.prompts import (
     few_shot_prompts,
 )
 from benchmarks.report import build_results, markdown_table, write_answers, write_json, write_plots
-from benchmarks.runner import MODE_NAMES, ModeName, ModeRun, ModeSpec, RequestSettings, run_mode
+from benchmarks.runner import FIXED, MODE_NAMES, ModeName, ModeRun, ModeSpec, PolicySpec, RequestSettings, run_mode
 from edge_student.settings import EdgeSettings
 from shared.catalog import DEFAULT_STUDENT, cache_dir
 from shared.hardware import hardware_summary
@@ -70,6 +70,7 @@ class BenchConfig:
     teacher_backend: TeacherBackend = "vllm"
     teacher_model: str | None = None  # launched teacher's --model (None: its default)
     students: tuple[str, ...] = ()  # launched edges' --model, one edge each (empty: the edge's default)
+    policies: tuple[PolicySpec, ...] = (FIXED,)  # guidance policies GKT runs with, at each K
     out: Path | None = None  # None: nothing written
     plots_dir: Path | None = None  # None: beside `out`
     timeout_seconds: float = 1800.0
@@ -96,7 +97,8 @@ class BenchConfig:
             if "student" in self.modes:
                 specs.append(ModeSpec("student", student=student))
             if "gkt" in self.modes:
-                specs += [ModeSpec("gkt", k, student) for k in sorted(set(self.guidance_tokens))]
+                for policy in self.policies:
+                    specs += [ModeSpec("gkt", k, student, policy) for k in sorted(set(self.guidance_tokens))]
         return specs
 
 
@@ -190,6 +192,9 @@ def metadata(config: BenchConfig, prices: Prices, n: int, shots: int, edges: dic
         "answer_phrase": GSM8K_ANSWER_PHRASE if config.dataset == "gsm8k" else CSQA_ANSWER_PHRASE,
         "modes": [spec.key for spec in config.mode_specs()],
         "guidance_tokens": list(config.guidance_tokens),
+        "guidance_policies": {
+            p.name: MessageToDict(p.policy, preserving_proto_field_name=True) for p in config.policies
+        },
         "max_tokens": config.max_tokens,
         "temperature": config.temperature,
         "seed": config.seed,
@@ -301,6 +306,13 @@ def _modes(text: str) -> tuple[ModeName, ...]:
     return cast(tuple[ModeName, ...], modes)
 
 
+def _policy(text: str) -> PolicySpec:
+    try:
+        return PolicySpec.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _names(text: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     if not names:
@@ -356,6 +368,16 @@ def parser() -> argparse.ArgumentParser:
         help="student models (catalog names or GGUF paths), one launched edge each, compared in one run "
         "(default: the edge's default student)",
     )
+    p.add_argument(
+        "--policy",
+        dest="policies",
+        action="append",
+        type=_policy,
+        metavar="[NAME=]fixed|adaptive[:OPTIONS]",
+        help="a guidance policy GKT runs with at each K (repeat for several; default: fixed). OPTIONS: floor=N, "
+        "window=N, top1=F, logprob=F, escalate, entropy=F, run=N, bursts=N, burst=N; e.g. "
+        "--policy a4=adaptive:floor=8,window=4 --policy fixed",
+    )
     p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/<dataset>.json)")
     p.add_argument("--plots-dir", type=Path, help="where the PNG plots go (default: beside --out)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per request (default %(default)s)")
@@ -379,6 +401,7 @@ def config_from_args(argv: Sequence[str]) -> BenchConfig:
         teacher_backend=args.teacher_backend,
         teacher_model=args.teacher_model,
         students=args.students,
+        policies=tuple(args.policies or (FIXED,)),
         out=args.out or RESULTS_DIR / f"{args.dataset}.json",
         plots_dir=args.plots_dir,
         timeout_seconds=args.timeout,

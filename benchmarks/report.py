@@ -15,12 +15,16 @@ from shared.pricing import Prices
 
 ACCURACY_SPEEDUP_PLOT = "accuracy_speedup_vs_k.png"
 COST_ACCURACY_PLOT = "cost_vs_accuracy.png"
+TEACHER_TOKENS_PLOT = "accuracy_vs_teacher_tokens.png"
 MODE_COLORS = {"teacher": "tab:blue", "student": "tab:orange", "gkt": "tab:green"}
 # Every field a mode's entry in `results` has (the tests check them).
 RESULT_FIELDS = (
     "mode",
     "guidance_tokens",
+    "policy",
     "student",
+    "stopped_early",
+    "bursts",
     "n",
     "correct",
     "accuracy",
@@ -91,7 +95,10 @@ def summarize(run: ModeRun, prices: Prices) -> dict[str, Any]:
     return {
         "mode": run.spec.mode,
         "guidance_tokens": run.spec.guidance_tokens,
+        "policy": run.spec.policy.name if run.spec.mode == "gkt" else None,
         "student": run.spec.student,
+        "stopped_early": sum(r.guidance_end == "student_agreed" for r in records),
+        "bursts": sum(r.bursts for r in records),
         "n": n,
         "correct": outcomes.count("correct"),
         "accuracy": outcomes.count("correct") / n if n else 0.0,
@@ -173,7 +180,9 @@ def write_answers(path: Path, runs: Sequence[ModeRun]) -> None:
 
 
 def _label(row: dict[str, Any]) -> str:
-    base = {"teacher": "Teacher only", "student": "Student only"}.get(row["mode"], f"GKT (K={row['guidance_tokens']})")
+    policy = f", {row['policy']}" if row.get("policy") not in (None, "fixed") else ""
+    gkt = f"GKT (K={row['guidance_tokens']}{policy})"
+    base = {"teacher": "Teacher only", "student": "Student only"}.get(row["mode"], gkt)
     return f"{base}, {row['student']}" if row["student"] else base
 
 
@@ -242,7 +251,11 @@ def plot_accuracy_speedup(document: dict[str, Any], path: Path) -> None:
         for color, student in zip(STUDENT_COLORS * 4, students, strict=False):
             label = "GKT" + (f" → {student}" if student else "")
             gkt = sorted(
-                (r for r in results.values() if r["mode"] == "gkt" and r["student"] == student),
+                (
+                    r
+                    for r in results.values()
+                    if r["mode"] == "gkt" and r["student"] == student and r.get("policy") in (None, "fixed")
+                ),
                 key=lambda r: r["guidance_tokens"],
             )
             ks = [r["guidance_tokens"] for r in gkt]
@@ -304,10 +317,72 @@ def plot_cost_accuracy(document: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def plot_accuracy_teacher_tokens(document: dict[str, Any], path: Path) -> None:
+    """Accuracy against the teacher's generated tokens (what GKT pays the teacher for): fixed K as a line per
+    student, each other policy as its own markers, teacher-only and student-only as reference points. The upper-left
+    points form the Pareto front."""
+    results = document["results"]
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axes = figure.subplots()
+    students = list(dict.fromkeys(row["student"] for row in results.values() if row["mode"] != "teacher"))
+    colors = dict(zip(students, STUDENT_COLORS * 4, strict=False))
+    markers = iter(("D", "P", "X", "v", "*", "h") * 4)
+    policy_markers: dict[str, str] = {}
+    for row in results.values():
+        tokens = row["tokens"]["teacher_completion_tokens"]
+        point = (tokens, 100 * row["accuracy"])
+        if row["mode"] == "teacher":
+            axes.scatter(*point, color=MODE_COLORS["teacher"], marker="s", s=70, label="teacher only")
+        elif row["mode"] == "student":
+            axes.scatter(*point, color=colors[row["student"]], marker="^", s=60, label=_label(row))
+        elif row.get("policy") not in (None, "fixed"):
+            marker = policy_markers.setdefault(row["policy"], next(markers))
+            axes.scatter(
+                *point,
+                color=colors[row["student"]],
+                marker=marker,
+                s=70,
+                label=_label(row).split(" (")[0]
+                + f" ({row['policy']})"
+                + (f", {row['student']}" if row["student"] else ""),
+            )
+            axes.annotate(f"K≤{row['guidance_tokens']}", point, fontsize="x-small")
+    for student in students:
+        fixed = sorted(
+            (
+                r
+                for r in results.values()
+                if r["mode"] == "gkt" and r["student"] == student and r.get("policy") in (None, "fixed")
+            ),
+            key=lambda r: r["guidance_tokens"],
+        )
+        if fixed:
+            xs = [r["tokens"]["teacher_completion_tokens"] for r in fixed]
+            ys = [100 * r["accuracy"] for r in fixed]
+            axes.plot(
+                xs, ys, marker="o", color=colors[student], label="GKT fixed K" + (f", {student}" if student else "")
+            )
+            for r, x, y in zip(fixed, xs, ys, strict=True):
+                axes.annotate(f"K={r['guidance_tokens']}", (x, y), fontsize="x-small")
+    handles, labels = axes.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=False))
+    axes.legend(unique.values(), unique.keys(), loc="best", fontsize="small")
+    axes.set_xlabel(f"teacher generated tokens, all {document['n']} questions")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_xlim(left=0)
+    axes.set_ylim(0, _accuracy_top([100 * row["accuracy"] for row in results.values()]))
+    axes.grid(alpha=0.3)
+    figure.suptitle(f"Accuracy against teacher tokens, {_title(document)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
 def write_plots(document: dict[str, Any], directory: Path, prefix: str) -> list[Path]:
     """Both plots as `<prefix>_accuracy_speedup_vs_k.png` and `<prefix>_cost_vs_accuracy.png` in `directory`."""
     accuracy_speedup = directory / f"{prefix}_{ACCURACY_SPEEDUP_PLOT}"
     cost_accuracy = directory / f"{prefix}_{COST_ACCURACY_PLOT}"
+    teacher_tokens = directory / f"{prefix}_{TEACHER_TOKENS_PLOT}"
     plot_accuracy_speedup(document, accuracy_speedup)
     plot_cost_accuracy(document, cost_accuracy)
-    return [accuracy_speedup, cost_accuracy]
+    plot_accuracy_teacher_tokens(document, teacher_tokens)
+    return [accuracy_speedup, cost_accuracy, teacher_tokens]

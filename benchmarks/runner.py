@@ -33,16 +33,59 @@ USAGE_FIELDS = (
 
 
 @dataclass(frozen=True)
+class PolicySpec:
+    """A named guidance policy of a run: `fixed`, or adaptive with its settings (unset ones: the edge's)."""
+
+    name: str
+    policy: edge_pb2.GuidancePolicy
+
+    @classmethod
+    def parse(cls, text: str) -> PolicySpec:
+        """`fixed`, `adaptive`, or `NAME=adaptive:floor=8,window=4,top1=1.0,logprob=-1.0,escalate` (also
+        `entropy=2.5`, `run=3`, `bursts=2`, `burst=8`): a name for the results and the policy's settings."""
+        name, _, definition = text.partition("=") if "=" in text.split(":")[0] else (text, "", text)
+        kind, _, options = definition.partition(":")
+        kinds = {"fixed": edge_pb2.GuidancePolicy.KIND_FIXED, "adaptive": edge_pb2.GuidancePolicy.KIND_ADAPTIVE}
+        if kind not in kinds:
+            raise ValueError(f"a policy is fixed or adaptive, got {kind!r} in {text!r}")
+        policy = edge_pb2.GuidancePolicy(kind=kinds[kind])
+        fields = {"floor": "floor_tokens", "window": "window", "top1": "min_top1_fraction"}
+        fields |= {"logprob": "min_mean_logprob", "entropy": "entropy_threshold", "run": "entropy_run"}
+        fields |= {"bursts": "max_bursts", "burst": "burst_tokens"}
+        for option in filter(None, options.split(",")):
+            key, _, value = option.partition("=")
+            if key == "escalate":
+                policy.escalate = True
+            elif key in fields:
+                kind_of = (
+                    float if fields[key] in ("min_top1_fraction", "min_mean_logprob", "entropy_threshold") else int
+                )
+                setattr(policy, fields[key], kind_of(value))
+            else:
+                raise ValueError(
+                    f"unknown policy option {key!r} in {text!r}; known: {', '.join([*fields, 'escalate'])}"
+                )
+        return cls(name, policy)
+
+
+FIXED = PolicySpec("fixed", edge_pb2.GuidancePolicy(kind=edge_pb2.GuidancePolicy.KIND_FIXED))
+
+
+@dataclass(frozen=True)
 class ModeSpec:
-    """One row of the results: a mode, K for GKT, and which student when a run compares several."""
+    """One row of the results: a mode, K and the guidance policy for GKT, and which student when a run compares
+    several."""
 
     mode: ModeName
     guidance_tokens: int | None = None
     student: str | None = None  # None: the run has one student (or this is the teacher-only row)
+    policy: PolicySpec = FIXED
 
     @property
     def key(self) -> str:
         base = f"gkt@{self.guidance_tokens}" if self.mode == "gkt" else self.mode
+        if self.mode == "gkt" and self.policy.name != "fixed":
+            base += f"/{self.policy.name}"
         return f"{base}:{self.student}" if self.student else base
 
 
@@ -74,6 +117,8 @@ class AnswerRecord:
     degraded_reason: str = ""
     error: str = ""
     latency_seconds: float = 0.0
+    guidance_end: str = ""  # why the guidance ended ("k_reached", "student_agreed", ...), GKT mode
+    bursts: int = 0  # teacher bursts an unsure student asked for
     usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_FIELDS, 0))
     # The edge's own durations of this request (seconds, `Timings` in the proto), for diagnosis.
     timings: dict[str, float] = field(default_factory=dict)
@@ -98,6 +143,7 @@ def build_request(spec: ModeSpec, prompt: str, settings: RequestSettings) -> edg
     )
     if spec.mode == "gkt":
         request.guidance_tokens = spec.guidance_tokens or 0
+        request.guidance_policy.CopyFrom(spec.policy.policy)
     return request
 
 
@@ -129,6 +175,8 @@ async def answer_one(
     record.finish_reason = common_pb2.FinishReason.Name(response.finish_reason).removeprefix("FINISH_REASON_").lower()
     record.degraded, record.degraded_reason = response.degraded, degraded_reason_name(response.degraded_reason)
     record.usage = {name: int(getattr(response.usage, name)) for name in USAGE_FIELDS}
+    end = edge_pb2.GuidanceEnd.Name(response.guidance_end).removeprefix("GUIDANCE_END_").lower()
+    record.guidance_end, record.bursts = ("" if end == "unspecified" else end), len(response.bursts)
     record.timings = {f.name: float(getattr(response.timings, f.name)) for f in response.timings.DESCRIPTOR.fields}
     return record
 

@@ -37,6 +37,8 @@ def response_to_json(response: edge_pb2.GenerateResponse) -> dict[str, Any]:
     data["mode"] = {v: k for k, v in MODES.items()}.get(response.mode, "gkt")  # unset means GKT
     data["finish_reason"] = common_pb2.FinishReason.Name(response.finish_reason).removeprefix("FINISH_REASON_").lower()
     data["degraded_reason"] = degraded_reason_name(response.degraded_reason)
+    end = edge_pb2.GuidanceEnd.Name(response.guidance_end).removeprefix("GUIDANCE_END_").lower()
+    data["guidance_end"] = "" if end == "unspecified" else end
     return data
 
 
@@ -101,10 +103,16 @@ def ask_main(argv: Sequence[str]) -> int:
         help="DEPRECATED, unsafe: the token shows in the process list and shell history; use --token-file or "
         f"${TOKEN_ENV}",
     )
+    parser.add_argument(
+        "--guidance",
+        choices=["fixed", "adaptive"],
+        help="guidance policy: fixed reads K teacher tokens; adaptive stops once the student agrees (edge default)",
+    )
+    parser.add_argument("--escalate", action="store_true", help="let an unsure student ask the teacher for bursts")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    settings = {
+    settings: dict[str, Any] = {
         key: value
         for key, value in {
             "guidance_tokens": args.guidance_tokens,
@@ -119,6 +127,10 @@ def ask_main(argv: Sequence[str]) -> int:
     except ValueError as error:
         sys.stderr.write(f"gkt ask: {error}\n")
         return 2
+    if args.guidance or args.escalate:
+        kinds = {"fixed": edge_pb2.GuidancePolicy.KIND_FIXED, "adaptive": edge_pb2.GuidancePolicy.KIND_ADAPTIVE}
+        kind = kinds[args.guidance] if args.guidance else edge_pb2.GuidancePolicy.KIND_UNSPECIFIED
+        settings["guidance_policy"] = edge_pb2.GuidancePolicy(kind=kind, escalate=args.escalate)
     client = EdgeClient(args.edge, token=token)
     try:
         response = client.ask(

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.gkt_bench import PAPER_GUIDANCE_TOKENS, BenchConfig, config_from_args, run_benchmark
 from benchmarks.report import RESULT_FIELDS
-from benchmarks.runner import USAGE_FIELDS
+from benchmarks.runner import FIXED, USAGE_FIELDS, PolicySpec
 from cloud_teacher.server import TeacherServer
 from edge_student.settings import EdgeSettings
 from tests.conftest import running_edge
@@ -44,9 +44,24 @@ def test_command_line_defaults_follow_the_paper() -> None:
     csqa = config_from_args(["--dataset", "csqa", "--guidance-tokens", "30,10", "--limit", "5"]).resolved()
     assert (csqa.guidance_tokens, csqa.max_tokens, csqa.limit) == ((30, 10), 100, 5)
     assert [spec.key for spec in csqa.mode_specs()] == ["teacher", "student", "gkt@10", "gkt@30"]
+    adaptive = config_from_args(
+        ["--guidance-tokens", "40", "--policy", "fixed", "--policy", "a4=adaptive:floor=8,window=4,top1=0.75,escalate"]
+    ).resolved()
+    assert [spec.key for spec in adaptive.mode_specs()] == ["teacher", "student", "gkt@40", "gkt@40/a4"]
+    policy = adaptive.policies[1].policy
+    assert (policy.floor_tokens, policy.window, policy.min_top1_fraction, policy.escalate) == (8, 4, 0.75, True)
 
 
-@pytest.mark.parametrize("argv", [["--guidance-tokens", "0"], ["--modes", "teacher,oracle"], ["--limit", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--guidance-tokens", "0"],
+        ["--modes", "teacher,oracle"],
+        ["--limit", "0"],
+        ["--policy", "greedy"],
+        ["--policy", "adaptive:flor=3"],
+    ],
+)
 def test_bad_options_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         config_from_args(argv)
@@ -76,6 +91,8 @@ async def test_small_real_run_writes_results_json_and_plots(teacher_server: Teac
             out=out,
             progress=False,
             warm_up=False,
+            # An adaptive policy that always agrees after one token: its rows stop the guidance early.
+            policies=(FIXED, PolicySpec.parse("eager=adaptive:floor=1,window=1,top1=0,logprob=-1e9")),
         )
         returned = await run_benchmark(config)
 
@@ -93,7 +110,10 @@ async def test_small_real_run_writes_results_json_and_plots(teacher_server: Teac
     assert document["machine"]["cores"] >= 1
 
     results = document["results"]
-    assert list(results) == ["teacher", "student", "gkt@2"]
+    assert list(results) == ["teacher", "student", "gkt@2", "gkt@2/eager"]
+    assert results["gkt@2/eager"]["policy"] == "eager" and results["gkt@2"]["policy"] == "fixed"
+    assert results["gkt@2"]["stopped_early"] == 0
+    assert document["guidance_policies"]["eager"]["kind"] == "KIND_ADAPTIVE"
     for key, row in results.items():
         assert set(RESULT_FIELDS) <= set(row), key
         assert row["n"] == 3
@@ -112,14 +132,20 @@ async def test_small_real_run_writes_results_json_and_plots(teacher_server: Teac
     assert gkt["tokens"]["student_guidance_tokens"] > 0
     assert gkt["guidance_tokens"] == 2 and teacher["guidance_tokens"] is None
 
-    assert len(answers) == 9 and {a["mode"] for a in answers} == set(results)
+    assert len(answers) == 12 and {a["mode"] for a in answers} == set(results)
     for answer in answers:
         assert answer["outcome"] in ("correct", "wrong", "unparsed")
+        gkt = answer["mode"].startswith("gkt@")
+        assert (answer["guidance_end"] in ("k_reached", "teacher_finished", "student_agreed")) == gkt, answer
         assert answer["text"] == answer["guidance_text"] + answer["student_text"]
         assert (answer["extracted"] is None) == (answer["outcome"] == "unparsed")
 
     plots = [Path(p) for p in document["files"]["plots"]]
-    assert sorted(p.name for p in plots) == ["csqa_accuracy_speedup_vs_k.png", "csqa_cost_vs_accuracy.png"]
+    assert sorted(p.name for p in plots) == [
+        "csqa_accuracy_speedup_vs_k.png",
+        "csqa_accuracy_vs_teacher_tokens.png",
+        "csqa_cost_vs_accuracy.png",
+    ]
     for plot in plots:
         assert plot.parent == tmp_path
         assert plot.stat().st_size > 1000 and plot.read_bytes().startswith(PNG_MAGIC)

@@ -44,6 +44,22 @@ async def test_help_documents_every_setting(command: str, settings: type) -> Non
         assert field.description, f"{settings.__name__}.{name} has no description"
 
 
+async def test_ask_with_the_adaptive_policy_and_escalation(edge_server: EdgeServer) -> None:
+    code, output = await run(
+        *GKT,
+        "ask",
+        "What is a prime number?",
+        "--edge",
+        f"127.0.0.1:{edge_server.port}",
+        *("--guidance-tokens", "24", "--max-tokens", "16", "--guidance", "adaptive", "--escalate", "--json"),
+    )
+    assert code == 0, output
+    answer = json.loads(output)
+    assert answer["guidance_end"] in ("k_reached", "student_agreed", "teacher_finished")
+    assert answer["usage"]["teacher_completion_tokens"] <= 24 + 2 * 8  # K, plus at most two bursts of 8
+    assert "bursts" in answer
+
+
 async def test_ask_json_prints_the_answer_with_usage_and_timings(edge_server: EdgeServer) -> None:
     code, output = await run(
         *GKT,
