@@ -91,14 +91,22 @@ class BenchConfig:
         return list(self.students) if len(self.students) > 1 else [None]
 
     def mode_specs(self) -> list[ModeSpec]:
-        """Teacher-only first (the reference), then per student: student-only, then GKT at each K, ascending."""
+        """Teacher-only first (the reference), then per student: student-only, then GKT at each K, ascending, per
+        policy. Policies other than `fixed` run with the first student only (they are compared on one pair)."""
         specs = [ModeSpec("teacher")] if "teacher" in self.modes else []
-        for student in self.student_labels():
+        for index, student in enumerate(self.student_labels()):
             if "student" in self.modes:
                 specs.append(ModeSpec("student", student=student))
             if "gkt" in self.modes:
                 for policy in self.policies:
-                    specs += [ModeSpec("gkt", k, student, policy) for k in sorted(set(self.guidance_tokens))]
+                    if index > 0 and policy.name != "fixed":
+                        continue
+                    ks = (
+                        sorted(set(self.guidance_tokens))
+                        if policy.guidance_tokens is None
+                        else [policy.guidance_tokens]
+                    )
+                    specs += [ModeSpec("gkt", k, student, policy) for k in ks]
         return specs
 
 
@@ -374,7 +382,8 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         type=_policy,
         metavar="[NAME=]fixed|adaptive[:OPTIONS]",
-        help="a guidance policy GKT runs with at each K (repeat for several; default: fixed). OPTIONS: floor=N, "
+        help="a guidance policy GKT runs with at each K (repeat for several; default: fixed; policies other than "
+        "fixed run with the first student only). OPTIONS: floor=N, "
         "window=N, top1=F, logprob=F, escalate, entropy=F, run=N, bursts=N, burst=N; e.g. "
         "--policy a4=adaptive:floor=8,window=4 --policy fixed",
     )

@@ -38,11 +38,13 @@ class PolicySpec:
 
     name: str
     policy: edge_pb2.GuidancePolicy
+    guidance_tokens: int | None = None  # the one K it runs at (None: every K of the run)
 
     @classmethod
     def parse(cls, text: str) -> PolicySpec:
         """`fixed`, `adaptive`, or `NAME=adaptive:floor=8,window=4,top1=1.0,logprob=-1.0,escalate` (also
-        `entropy=2.5`, `run=3`, `bursts=2`, `burst=8`): a name for the results and the policy's settings."""
+        `entropy=2.5`, `run=3`, `bursts=2`, `burst=8`, and `k=80` to run it at that K only): a name for the
+        results and the policy's settings."""
         name, _, definition = text.partition("=") if "=" in text.split(":")[0] else (text, "", text)
         kind, _, options = definition.partition(":")
         kinds = {"fixed": edge_pb2.GuidancePolicy.KIND_FIXED, "adaptive": edge_pb2.GuidancePolicy.KIND_ADAPTIVE}
@@ -52,10 +54,13 @@ class PolicySpec:
         fields = {"floor": "floor_tokens", "window": "window", "top1": "min_top1_fraction"}
         fields |= {"logprob": "min_mean_logprob", "entropy": "entropy_threshold", "run": "entropy_run"}
         fields |= {"bursts": "max_bursts", "burst": "burst_tokens"}
+        only_k: int | None = None
         for option in filter(None, options.split(",")):
             key, _, value = option.partition("=")
             if key == "escalate":
                 policy.escalate = True
+            elif key == "k":
+                only_k = int(value)
             elif key in fields:
                 kind_of = (
                     float if fields[key] in ("min_top1_fraction", "min_mean_logprob", "entropy_threshold") else int
@@ -63,9 +68,9 @@ class PolicySpec:
                 setattr(policy, fields[key], kind_of(value))
             else:
                 raise ValueError(
-                    f"unknown policy option {key!r} in {text!r}; known: {', '.join([*fields, 'escalate'])}"
+                    f"unknown policy option {key!r} in {text!r}; known: {', '.join([*fields, 'escalate', 'k'])}"
                 )
-        return cls(name, policy)
+        return cls(name, policy, only_k)
 
 
 FIXED = PolicySpec("fixed", edge_pb2.GuidancePolicy(kind=edge_pb2.GuidancePolicy.KIND_FIXED))
