@@ -186,7 +186,7 @@ class AnswerFlow:
             return read >= policy.floor_tokens and student_agrees(policy, sequence.scores)
 
         items = _until(stream, sequence, agreed) if policy.kind == "adaptive" else stream
-        async with aclosing(items), aclosing(stream):
+        async with aclosing(stream), aclosing(items):  # items first: `_until` may hold a pending read of stream
             async for item in items:
                 if item is None:  # the student agreed: the stream is closed, which stops the teacher's request
                     call.finished_at = time.monotonic()

@@ -137,9 +137,8 @@ class _Event:
     entropy: float | None = None  # of the generated token whose text this is (if the sequence reports entropy)
     completion_tokens: int = 0  # tokens generated up to this text
     paused: bool = False  # the sequence stopped generating for more prompt text (see `EngineSequence.pause`)
-    # Delivered at once, not queued behind text: scores of appended tokens, and how many appends are prefilled.
+    # Delivered at once, not queued behind text: scores of appended tokens.
     scores: tuple[TokenScore, ...] = ()
-    caught_up_to: int = 0  # 0: no news
 
 
 @dataclass(eq=False)
@@ -164,9 +163,6 @@ class EngineSequence:
     output_context: str = ""
     cancel_requested: bool = False
     pause_requested: bool = False
-    append_count: int = 0  # appends received (engine lock)
-    applied_appends: int = 0  # appends whose text is in `tokens` (engine thread)
-    reported_caught_up: int = 0  # the `applied_appends` last reported as fully prefilled
     completion_tokens: int = 0
     generated: list[int] = field(default_factory=list)  # tokens fed back after the prompt, in the KV cells
     pending_row: tuple[int, Logits] | None = None  # logits of the last prefilled position, before its next token
@@ -186,16 +182,13 @@ class EngineSequence:
     # Updated on the caller's event loop as the engine reports them.
     scores: list[TokenScore] = field(default_factory=list)  # of appended tokens, in order
     entropies: list[float] = field(default_factory=list)  # of generated tokens, in order
-    caught_up_to: int = 0  # appends prefilled (all of them: `appends`)
     completion_count: int = 0  # tokens generated so far, as delivered
-    appends: int = 0  # appends made (caller's side)
-    progress_version: int = 0  # counts deliveries of scores, catch-ups and the result
+    progress_version: int = 0  # counts deliveries of scores and the result
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     def append_text(self, text: str) -> None:
         """Appends text to an open prompt (e.g. a guidance delta); the engine re-tokenises and prefills it."""
         if text:
-            self.appends += 1
             self.engine._append(self, text)
 
     def pause(self) -> None:
@@ -204,15 +197,8 @@ class EngineSequence:
         self.engine._pause(self)
 
     async def progressed_past(self, version: int) -> None:
-        """Returns once the engine reported progress (scores, catch-up, the result) after `progress_version` was
-        `version`."""
+        """Returns once the engine reported progress (scores, the result) after `progress_version` was `version`."""
         while self.progress_version <= version and self.result is None:
-            self._progress.clear()
-            await self._progress.wait()
-
-    async def caught_up(self) -> None:
-        """Returns once every appended text is prefilled (and scored), as far as an open prompt allows."""
-        while self.caught_up_to < self.appends and self.result is None:
             self._progress.clear()
             await self._progress.wait()
 
@@ -248,15 +234,13 @@ class EngineSequence:
 
 def _put_all(events: list[tuple[EngineSequence, _Event]]) -> None:
     for sequence, event in events:
-        if event.scores or event.caught_up_to:
-            sequence.scores.extend(event.scores)
-            sequence.caught_up_to = max(sequence.caught_up_to, event.caught_up_to)
+        sequence.scores.extend(event.scores)
         if event.entropy is not None:
             sequence.entropies.append(event.entropy)
         sequence.completion_count = max(sequence.completion_count, event.completion_tokens)
         if event.text or event.result is not None or event.paused or event.entropy is not None:
             sequence._events.put_nowait(event)
-        if event.result is not None or event.scores or event.caught_up_to:
+        if event.result is not None or event.scores:
             sequence.progress_version += 1
             sequence._progress.set()
 
@@ -457,7 +441,6 @@ class BatchedLlamaEngine:
         with self._lock:
             if sequence.prompt_open and text:
                 sequence.pending_text.append(text)
-                sequence.append_count += 1
                 self._lock.notify()
 
     def _pause(self, sequence: EngineSequence) -> None:
@@ -522,23 +505,8 @@ class BatchedLlamaEngine:
                     logger.exception("llama_decode failed")
                     for entry in entries:
                         self._finish(entry.sequence, "error", error=str(error))
-            self._report_caught_up()
             self._count_kv_cells()  # before delivering, so a caller woken by a result sees the freed cells
             self._deliver()
-
-    def _report_caught_up(self) -> None:
-        """Tells callers which appends are fully prefilled (and scored): an open prompt with nothing left to take."""
-        for sequence in filter(None, self._slots):
-            if sequence.applied_appends <= sequence.reported_caught_up or sequence.pending_text:
-                continue
-            if sequence.state is _State.PREFILL:
-                with self._lock:
-                    prompt_complete = not sequence.prompt_open and not sequence.pending_text
-                    available = self._prefill_available(sequence)
-                if self._prefill_piece_end(sequence, available, prompt_complete) > sequence.n_past:
-                    continue  # still prefilling
-            sequence.reported_caught_up = sequence.applied_appends
-            sequence._emit(_Event(caught_up_to=sequence.applied_appends))
 
     def _count_kv_cells(self) -> None:
         """Cells each slot holds, from its highest cached position (the prefix cache's own are not counted)."""
@@ -641,7 +609,6 @@ class BatchedLlamaEngine:
             appended = "".join(sequence.pending_text)
             sequence.prompt.append((appended, False))  # appended text is never trusted
             sequence.pending_text.clear()
-            sequence.applied_appends = sequence.append_count
             sequence.output_context += appended
             assert sequence.text_stream is not None
             sequence.text_stream.seed(sequence.output_context)

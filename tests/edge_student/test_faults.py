@@ -63,7 +63,9 @@ async def test_teacher_killed_hung_restarted_and_the_breaker() -> None:
                 assert final.degraded and final.degraded_reason == edge_pb2.DEGRADED_REASON_UNAVAILABLE
                 assert final.guidance_text == guidance_so_far and len(final.guidance_text) > 20
                 assert final.text.startswith(final.guidance_text) and final.student_text
-                assert final.usage.teacher_completion_tokens == 0, "the usage never arrived from the dead teacher"
+                # Each delta carries the running usage: what the dead teacher wrote before it died is counted.
+                assert final.usage.teacher_completion_tokens > 0 and final.usage.teacher_prompt_tokens > 0
+                assert final.guidance_end == edge_pb2.GUIDANCE_END_TEACHER_FAILED
 
                 # Killed before the stream: the breaker now opens (2 failures) and answers skip the teacher.
                 down = await stub.Generate(chat("What is rain?", guidance_tokens=4, max_tokens=6))
