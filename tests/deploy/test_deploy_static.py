@@ -357,6 +357,29 @@ def test_compose_volumes(compose: dict[str, Any]) -> None:
     assert used == declared, f"declared but unused volumes: {declared - used}"
 
 
+def test_compose_cache_volumes_are_not_shared(compose: dict[str, Any]) -> None:
+    """Servers that run together do not share a models volume: each joins its catalog GGUF into GKT_CACHE_DIR at its
+    first start, through one fixed partial file, so two starting at once on one volume would write it together."""
+    services = compose["services"]
+    profiles = {p for s in services.values() for p in s.get("profiles", [])}
+    for profile in [None, *sorted(profiles)]:
+        owners: dict[str, str] = {}
+        for name, service in services.items():
+            if service.get("profiles") and profile not in service["profiles"]:
+                continue
+            prefix, env = effective_env(service, name)
+            if prefix is None:
+                continue
+            cache = env.get("GKT_CACHE_DIR")
+            assert cache, f"compose {name}: no GKT_CACHE_DIR"
+            mounts = [str(e).split(":")[:2] for e in service.get("volumes", []) if not isinstance(e, dict)]
+            sources = [source for source, target in mounts if target == cache]
+            assert sources, f"compose {name}: nothing at {cache}: an anonymous volume, left behind by every `down`"
+            for source in sources:
+                assert source not in owners, f"profile {profile}: {name} and {owners[source]} share {source}"
+                owners[source] = name
+
+
 def test_compose_ports_match_settings(compose: dict[str, Any]) -> None:
     for name, (_, settings) in tier_services(compose).items():
         allowed = set(listening_ports(settings).values())
