@@ -30,7 +30,7 @@ from edge_student.server import teacher_credentials
 from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
 from shared.metrics import GktMetrics
-from shared.server.grpc_server import GrpcServer
+from shared.server.grpc_server import GrpcServer, server_options
 from shared.server.security import channel_credentials, server_credentials
 from shared.server.settings_base import SettingsError
 
@@ -1103,3 +1103,14 @@ def test_readme_documents_the_http_ports(compose: dict[str, Any]) -> None:
         published = [host for host, target in pairs if int(target.split("/")[0]) == settings.http_port]
         for host in published:
             assert f":{host}/v1" in readme, f"compose {name} serves the HTTP API on host port {host}: not in the README"
+
+
+def test_readme_connection_recycling_matches_the_servers() -> None:
+    """deploy/README.md's "Known gaps" states the servers' connection age and the grace calls in flight get."""
+    readme = (DEPLOY / "README.md").read_text()
+    for settings in (TeacherSettings.model_validate({}), EdgeSettings.model_validate({})):
+        options = dict(server_options(settings))
+        age_minutes = options["grpc.max_connection_age_ms"] / 60_000
+        grace_hours = options["grpc.max_connection_age_grace_ms"] / 3_600_000
+        assert f"recycle connections after {age_minutes:g} minutes" in readme
+        assert f"for up to {'an' if grace_hours == 1 else f'{grace_hours:g}'} hour" in readme
