@@ -25,10 +25,12 @@ from prometheus_client import metrics as prometheus_metrics
 from pydantic_settings import BaseSettings
 
 from cloud_teacher.settings import TeacherSettings
+from edge_student.openai_api import HEALTH_PATH, MODELS_PATH, OpenAIApi
 from edge_student.server import teacher_credentials
+from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
 from shared.metrics import GktMetrics
-from shared.server.grpc_server import GrpcServer
+from shared.server.grpc_server import GrpcServer, server_options
 from shared.server.security import channel_credentials, server_credentials
 from shared.server.settings_base import SettingsError
 
@@ -94,6 +96,18 @@ def parse_target(address: str) -> tuple[str, int]:
 def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     with path.open() as handle:
         return [doc for doc in yaml.safe_load_all(handle) if doc]
+
+
+def listening_ports(settings: BaseSettings) -> dict[str, int]:
+    """Port name (as the manifests name them) -> number, for every port the server listens on with these settings:
+    gRPC, /metrics when on, and the edge's OpenAI-compatible HTTP API when on."""
+    ports = {"grpc": settings.port}
+    if settings.metrics_port is not None:
+        ports["metrics"] = settings.metrics_port
+    if getattr(settings, "http_port", None) is not None:
+        ports["http"] = settings.http_port
+    assert len(set(ports.values())) == len(ports), f"two listeners on one port: {ports}"
+    return ports
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,7 +195,7 @@ def test_dockerfile_matches_settings(dockerfile: Path) -> None:
     stage = final_stage(dockerfile)
     assert ("VOLUME", "/models") in stage
     exposed = {int(p) for k, a in stage if k == "EXPOSE" for p in a.split()}
-    assert exposed == {settings.port, settings.metrics_port}
+    assert exposed == set(listening_ports(settings).values())
     users = [a for k, a in stage if k == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), f"{dockerfile.name}: runs as root"
 
@@ -343,9 +357,32 @@ def test_compose_volumes(compose: dict[str, Any]) -> None:
     assert used == declared, f"declared but unused volumes: {declared - used}"
 
 
+def test_compose_cache_volumes_are_not_shared(compose: dict[str, Any]) -> None:
+    """Servers that run together do not share a models volume: each joins its catalog GGUF into GKT_CACHE_DIR at its
+    first start, through one fixed partial file, so two starting at once on one volume would write it together."""
+    services = compose["services"]
+    profiles = {p for s in services.values() for p in s.get("profiles", [])}
+    for profile in [None, *sorted(profiles)]:
+        owners: dict[str, str] = {}
+        for name, service in services.items():
+            if service.get("profiles") and profile not in service["profiles"]:
+                continue
+            prefix, env = effective_env(service, name)
+            if prefix is None:
+                continue
+            cache = env.get("GKT_CACHE_DIR")
+            assert cache, f"compose {name}: no GKT_CACHE_DIR"
+            mounts = [str(e).split(":")[:2] for e in service.get("volumes", []) if not isinstance(e, dict)]
+            sources = [source for source, target in mounts if target == cache]
+            assert sources, f"compose {name}: nothing at {cache}: an anonymous volume, left behind by every `down`"
+            for source in sources:
+                assert source not in owners, f"profile {profile}: {name} and {owners[source]} share {source}"
+                owners[source] = name
+
+
 def test_compose_ports_match_settings(compose: dict[str, Any]) -> None:
     for name, (_, settings) in tier_services(compose).items():
-        allowed = {settings.port, settings.metrics_port}
+        allowed = set(listening_ports(settings).values())
         published = container_ports(compose["services"][name])
         assert published, f"compose {name}: publishes no port"
         assert published <= allowed, f"compose {name}: publishes {published}, the server listens on {allowed}"
@@ -607,13 +644,22 @@ FILE_SETTINGS = (
 HEALTH_PROBE_MODULE = "shared.server.health_probe"
 
 
-def probe_port(probe: dict[str, Any], where: str) -> int:
-    """The gRPC port a probe checks: a native `grpc:` probe, or an exec probe running the project's health probe."""
+def probe_target(container: dict[str, Any], kind: str, where: str) -> tuple[str, int]:
+    """(door, port) a probe checks: ("grpc", port) for a native `grpc:` probe or an exec probe running the project's
+    health probe; ("http", port) for an httpGet probe, which must ask the edge's /health (200 only while SERVING)."""
+    probe = container[kind]
     if "grpc" in probe:
-        return int(probe["grpc"]["port"])
+        return "grpc", int(probe["grpc"]["port"])
+    if "httpGet" in probe:
+        get = probe["httpGet"]
+        assert get.get("path") == HEALTH_PATH, f"{where}: httpGet must ask {HEALTH_PATH}, not {get.get('path')}"
+        port = get["port"]
+        if isinstance(port, str):  # a named container port
+            (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+        return "http", int(port)
     command = probe["exec"]["command"]
     assert command[:3] == ["python3", "-m", HEALTH_PROBE_MODULE], f"{where}: not the project's health probe"
-    return int(option(command, "--port"))
+    return "grpc", int(option(command, "--port"))
 
 
 def option(command: list[str], name: str) -> str:
@@ -662,10 +708,11 @@ def test_k8s_deployments_match_settings(k8s: list[dict[str, Any]]) -> None:
         (prefix,) = prefixes
         settings = settings_from_env(env, prefix, f"k8s {name}")
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"grpc": settings.port, "metrics": settings.metrics_port}, name
+        assert ports == listening_ports(settings), name
         assert settings.host == "0.0.0.0" and settings.metrics_host == "0.0.0.0"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert probe_port(container[probe], f"{name} {probe}") == settings.port, f"{name} {probe}"
+            door, port = probe_target(container, probe, f"{name} {probe}")
+            assert ports.get(door) == port, f"{name} {probe}: checks {door} port {port}, the server has {ports}"
         annotations = pod["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         assert int(annotations["prometheus.io/port"]) == settings.metrics_port
@@ -830,8 +877,16 @@ def test_k8s_tls_servers_are_probed_over_tls(k8s: list[dict[str, Any]]) -> None:
     teacher_host, _ = parse_target(edge.teacher_address)
     for name in ("teacher", "edge"):
         pod, container, settings = deployment_parts(k8s, name)
+        tls = settings.tls_cert_file is not None
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            if settings.tls_cert_file is None:
+            if "httpGet" in container[probe]:
+                # The HTTP door serves TLS exactly when gRPC does: the probe's scheme must follow. The kubelet does
+                # not verify the certificate and never presents a client certificate, so no httpGet under mutual TLS.
+                scheme = container[probe]["httpGet"].get("scheme", "HTTP")
+                assert scheme == ("HTTPS" if tls else "HTTP"), f"{name} {probe}: {scheme} against TLS={tls}"
+                assert settings.tls_client_ca_file is None, f"{name} {probe}: httpGet cannot do mutual TLS"
+                continue
+            if not tls:
                 continue
             # The kubelet's grpc: probes speak plaintext: against a TLS server they fail, always.
             assert "grpc" not in container[probe], f"{name} {probe}: a plaintext probe on a TLS server"
@@ -839,6 +894,15 @@ def test_k8s_tls_servers_are_probed_over_tls(k8s: list[dict[str, Any]]) -> None:
             assert secret_file(pod, container, Path(option(command, "--tls-ca-file")), k8s)[1] == "ca.crt"
             if name == "teacher":  # its certificate names the host the edges dial
                 assert option(command, "--tls-server-name") == teacher_host
+
+
+def test_k8s_probes_need_no_token(k8s: list[dict[str, Any]]) -> None:
+    """No probe sends a bearer token (kubelet grpc:/httpGet, nor the exec health probe): a tier that asks its callers
+    for tokens must keep health exempt, or every probe fails with UNAUTHENTICATED / 401."""
+    for name in ("teacher", "edge"):
+        _, _, settings = deployment_parts(k8s, name)
+        if settings.auth_token is not None or settings.auth_tokens_file is not None:
+            assert settings.auth_exempt_health, f"{name}: tokens required and health not exempt: probes would fail"
 
 
 def test_k8s_plaintext_listeners_are_declared_loudly(k8s: list[dict[str, Any]]) -> None:
@@ -919,3 +983,134 @@ async def test_k8s_tls_made_by_the_script_serves_the_probes_and_the_edge(
                 await health_pb2_grpc.HealthStub(plaintext).Check(health_pb2.HealthCheckRequest(), timeout=5)
     finally:
         await server.stop(0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The edge's OpenAI-compatible HTTP API: one port from the image to the Service, probed and documented
+
+EDGE_DOCKERFILE = DEPLOY / "docker" / "Dockerfile.edge"
+HTTP_ENV = ("GKT_EDGE_HTTP_PORT", "GKT_EDGE_HTTP_HOST")
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+def image_http_port() -> int:
+    """The HTTP API's port the edge image turns on (and EXPOSEs): the number compose and the manifests must use."""
+    settings = settings_from_env(dockerfile_env(EDGE_DOCKERFILE), "GKT_EDGE_", EDGE_DOCKERFILE.name)
+    assert settings.http_port, f"{EDGE_DOCKERFILE.name}: the HTTP API is off (set GKT_EDGE_HTTP_PORT, not 0)"
+    return int(settings.http_port)
+
+
+def test_edge_http_settings_exist() -> None:
+    """The variables the deploy files use are the edge's settings (a renamed field would silently turn HTTP off)."""
+    prefix = EdgeSettings.model_config["env_prefix"]
+    for name in HTTP_ENV:
+        assert name.startswith(prefix) and name[len(prefix) :].lower() in EdgeSettings.model_fields, name
+    assert EdgeSettings.model_validate({}).http_port is None, "off by default: the deploy files must turn it on"
+
+
+def test_edge_image_serves_http() -> None:
+    env = dockerfile_env(EDGE_DOCKERFILE)
+    settings = settings_from_env(env, "GKT_EDGE_", EDGE_DOCKERFILE.name)
+    port = image_http_port()
+    assert (settings.http_host or settings.host) == "0.0.0.0", "the HTTP API must be reachable from outside"
+    exposed = {int(p) for k, a in final_stage(EDGE_DOCKERFILE) if k == "EXPOSE" for p in a.split()}
+    assert port in exposed and port not in (settings.port, settings.metrics_port)
+
+
+def test_compose_edges_publish_http(compose: dict[str, Any]) -> None:
+    port = image_http_port()
+    edges = {name: s for name, (prefix, s) in tier_services(compose).items() if prefix == "GKT_EDGE_"}
+    assert edges
+    for name, settings in edges.items():
+        assert settings.http_port == port, f"compose {name}: HTTP port {settings.http_port}, the image's is {port}"
+        assert (settings.http_host or settings.host) == "0.0.0.0", f"compose {name}: HTTP API bound to loopback"
+        assert port in container_ports(compose["services"][name]), f"compose {name}: HTTP port {port} not published"
+
+
+def host_ports(service: dict[str, Any]) -> list[int]:
+    ports = []
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            ports.append(int(entry["published"]))
+        else:
+            parts = str(entry).split("/")[0].split(":")
+            assert len(parts) >= 2, f"{entry}: publish on a fixed host port (host:container)"
+            ports.append(int(parts[-2]))
+    return ports
+
+
+def test_compose_host_ports_unique(compose: dict[str, Any]) -> None:
+    """No two services that run together publish the same host port (the teachers of the two profiles may)."""
+    services = compose["services"]
+    profiles = {p for s in services.values() for p in s.get("profiles", [])}
+    for profile in [None, *sorted(profiles)]:
+        running = [n for n, s in services.items() if not s.get("profiles") or profile in s["profiles"]]
+        published = [port for name in running for port in host_ports(services[name])]
+        duplicates = {port for port in published if published.count(port) > 1}
+        assert not duplicates, f"profile {profile}: host ports {duplicates} published twice"
+
+
+def test_k8s_edge_serves_http(k8s: list[dict[str, Any]]) -> None:
+    port = image_http_port()
+    _, container, settings = deployment_parts(k8s, "edge")
+    assert settings.http_port == port, f"k8s edge: HTTP port {settings.http_port}, the image's is {port}"
+    assert (settings.http_host or settings.host) == "0.0.0.0"
+    # The Service offers it under the same number (so URLs are the same through the Service and a port-forward).
+    service = find(k8s, "Service", "edge")
+    (http,) = [p for p in service["spec"]["ports"] if p["name"] == "http"]
+    target = http.get("targetPort", http["port"])
+    container_port = {p["name"]: p["containerPort"] for p in container["ports"]}.get(target, target)
+    assert http["port"] == port and container_port == port, f"k8s Service edge: {http}"
+    # Both doors are probed: the kubelet checks the HTTP listener and the gRPC one.
+    doors = {probe_target(container, kind, f"edge {kind}")[0] for kind in PROBES}
+    assert doors == {"grpc", "http"}, f"k8s edge: probes check {doors}"
+
+
+async def test_k8s_edge_http_probe_follows_grpc_health(tmp_path: Path, k8s: list[dict[str, Any]]) -> None:
+    """The manifest's httpGet probes against the edge's real HTTP app: 503 until gRPC health says SERVING, 200
+    then; and, with app tokens on, still answered without a token (probes send none) while the API asks for one."""
+    import httpx
+
+    _, container, settings = deployment_parts(k8s, "edge")
+    paths = {container[kind]["httpGet"]["path"] for kind in PROBES if "httpGet" in container[kind]}
+    assert paths, "no httpGet probe"
+    token_file = tmp_path / "app-tokens"
+    token_file.write_text(os.urandom(16).hex() + "\n")
+    for variant in (settings, settings.model_copy(update={"auth_tokens_file": token_file})):
+        serving = [False]  # what the gRPC health says, read by the app at each request
+        metrics = GktMetrics("edge")
+        api = OpenAIApi(EdgeServicer(None, variant, metrics), variant, metrics, serving=lambda state=serving: state[0])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api.app), base_url="http://edge") as client:
+            for path in paths:
+                serving[0] = False
+                assert (await client.get(path)).status_code == 503, f"{path} passed while not SERVING"
+                serving[0] = True
+                assert (await client.get(path)).status_code == 200, f"{path} failed while SERVING"
+            if variant.auth_tokens_file is not None:
+                assert (await client.get(MODELS_PATH)).status_code == 401, "the app tokens are not asked for"
+
+
+def test_readme_documents_the_http_ports(compose: dict[str, Any]) -> None:
+    """deploy/README.md names the HTTP API's port and every host port compose publishes it on."""
+    readme = (DEPLOY / "README.md").read_text()
+    port = image_http_port()
+    assert "GKT_EDGE_HTTP_PORT" in readme and f":{port}/v1" in readme
+    for name, (prefix, settings) in tier_services(compose).items():
+        if prefix != "GKT_EDGE_":
+            continue
+        service = compose["services"][name]
+        pairs = [(str(e).split(":")[-2], str(e).split(":")[-1]) for e in service["ports"] if not isinstance(e, dict)]
+        published = [host for host, target in pairs if int(target.split("/")[0]) == settings.http_port]
+        for host in published:
+            assert f":{host}/v1" in readme, f"compose {name} serves the HTTP API on host port {host}: not in the README"
+
+
+def test_readme_connection_recycling_matches_the_servers() -> None:
+    """deploy/README.md's "Known gaps" states the servers' connection age and the grace calls in flight get."""
+    readme = (DEPLOY / "README.md").read_text()
+    for settings in (TeacherSettings.model_validate({}), EdgeSettings.model_validate({})):
+        options = dict(server_options(settings))
+        age_minutes = options["grpc.max_connection_age_ms"] / 60_000
+        grace_hours = options["grpc.max_connection_age_grace_ms"] / 3_600_000
+        assert f"recycle connections after {age_minutes:g} minutes" in readme
+        assert f"for up to {'an' if grace_hours == 1 else f'{grace_hours:g}'} hour" in readme

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 
 from shared.catalog import cache_dir
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
@@ -75,7 +76,7 @@ class Container:
 
 async def test_cloud_cpu_and_edge_images_come_up_and_answer() -> None:
     (cache_dir() / "run").mkdir(parents=True, exist_ok=True)
-    teacher_port, edge_port = closed_port(), closed_port()
+    teacher_port, edge_port, edge_http_port = closed_port(), closed_port(), closed_port()
     teacher = Container(
         "Dockerfile.cloud-cpu", {"GKT_TEACHER_PORT": str(teacher_port), "GKT_TEACHER_METRICS_PORT": str(closed_port())}
     )
@@ -83,6 +84,7 @@ async def test_cloud_cpu_and_edge_images_come_up_and_answer() -> None:
         "Dockerfile.edge",
         {
             "GKT_EDGE_PORT": str(edge_port),
+            "GKT_EDGE_HTTP_PORT": str(edge_http_port),  # the image turns the OpenAI-compatible API on at 8080
             "GKT_EDGE_METRICS_PORT": str(closed_port()),
             "GKT_EDGE_TEACHER_ADDRESS": f"dns:///localhost:{teacher_port}",
         },
@@ -91,6 +93,8 @@ async def test_cloud_cpu_and_edge_images_come_up_and_answer() -> None:
         assert not await asyncio.to_thread(teacher.healthy), "healthy before the model was loaded"
         await teacher.wait_healthy(within=600)
         await edge.wait_healthy(within=300)
+        async with httpx.AsyncClient() as http:  # the HTTP door the image opens (the Kubernetes readiness probe's)
+            assert (await http.get(f"http://127.0.0.1:{edge_http_port}/health", timeout=10)).status_code == 200
         async with grpc.aio.insecure_channel(f"127.0.0.1:{edge_port}") as channel:
             response = await edge_pb2_grpc.EdgeServiceStub(channel).Generate(
                 edge_pb2.GenerateRequest(
