@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -118,7 +119,8 @@ def convert(model: CatalogModel, gguf: Path, target: Path, dtype: Dtype) -> None
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    work = target.with_name(target.name + ".partial")
+    # One name per process: two teachers converting on a shared volume never write into one folder.
+    work = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(
@@ -142,7 +144,12 @@ def convert(model: CatalogModel, gguf: Path, target: Path, dtype: Dtype) -> None
     marker = {"model": model.name, "source_sha256": model.sha256, "dtype": dtype, "check": sample}
     (work / MARKER).write_text(json.dumps({**marker, "files": _files(work)}, indent=2))
     shutil.rmtree(target, ignore_errors=True)
-    work.rename(target)
+    try:
+        work.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
+        shutil.rmtree(work, ignore_errors=True)  # another process finished the same conversion first
 
 
 def prepare_for_vllm(model: CatalogModel, *, install: bool = True, force: bool = False) -> Path:

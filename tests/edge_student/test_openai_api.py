@@ -419,7 +419,7 @@ async def test_edge_keeps_serving_after_bad_inputs(edge_server: EdgeServer, clie
 
 
 async def test_bearer_tokens_as_on_grpc(teacher_server: TeacherServer) -> None:
-    async with running_edge(teacher_server.port, auth_token="app-token-7", n_slots=1) as edge:
+    async with running_edge(teacher_server.port, auth_token="app-token-7-0123456789", n_slots=1) as edge:
         base = f"http://127.0.0.1:{edge.http_port}"
         async with httpx.AsyncClient(base_url=base) as http:
             missing = await http.post("/v1/chat/completions", json={"messages": user("hi")})
@@ -431,7 +431,7 @@ async def test_bearer_tokens_as_on_grpc(teacher_server: TeacherServer) -> None:
                 await wrong.chat.completions.create(model="gkt-student", messages=user("hi"), max_tokens=2)
             with pytest.raises(openai.PermissionDeniedError):
                 await wrong.models.list()
-        async with client_for(edge, api_key="app-token-7") as right:
+        async with client_for(edge, api_key="app-token-7-0123456789") as right:
             response = await right.chat.completions.create(model="gkt-student", messages=user("hi"), max_tokens=2)
             assert response.choices[0].message.content
         registry = edge.metrics.registry
@@ -493,7 +493,8 @@ async def test_request_timeout_is_504(edge_server: EdgeServer, client: openai.As
             )
         assert caught.value.status_code == 504 and caught.value.code == "deadline_exceeded"
     # Past the first token the response has started: the deadline ends the stream with an error event.
-    stream = await client.completions.create(**slow, stream=True, extra_body={"gkt": {"timeout_seconds": 0.5}})
+    # (2 s: the first token arrives well within it even on a busy machine; 400 tokens of counting do not.)
+    stream = await client.completions.create(**slow, stream=True, extra_body={"gkt": {"timeout_seconds": 2.0}})
     texts = []
     with pytest.raises(openai.APIError) as ended:
         async for chunk in stream:

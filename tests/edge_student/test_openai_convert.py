@@ -165,3 +165,15 @@ def test_usage_adds_both_tiers() -> None:
 )
 def test_validation_error_locations_become_field_names(loc: tuple[Any, ...], name: str) -> None:
     assert field_name(loc) == name
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "", "none"])
+def test_the_http_api_can_be_turned_off_from_the_environment(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edge image turns the HTTP API on with GKT_EDGE_HTTP_PORT=8080; its environment can turn it off again."""
+    monkeypatch.setenv("GKT_EDGE_HTTP_PORT", value)
+    assert EdgeSettings().http_port is None
+    monkeypatch.setenv("GKT_EDGE_HTTP_PORT", "8080")
+    assert EdgeSettings().http_port == 8080
+    monkeypatch.setenv("GKT_EDGE_HTTP_PORT", "eighty")
+    with pytest.raises(ValueError, match="http_port"):
+        EdgeSettings()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from shared import catalog
 from shared.catalog import (
     CATALOG,
     DEFAULT_STUDENT,
@@ -71,6 +74,24 @@ def test_a_tampered_part_is_refused_and_leaves_no_file(chunk_packages: tuple[Pat
     assert model.sha256 in str(caught.value)
     leftovers = list((Path(str(site)).parent / "cache" / "models").glob("fake*"))
     assert leftovers == [], "a refused file must not stay in the cache"
+
+
+def test_two_preparing_at_once_both_get_the_whole_file(
+    chunk_packages: tuple[Path, CatalogModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers starting together on one volume: neither may truncate or move the other's half-written file."""
+    _, model = chunk_packages
+    check = catalog._check
+
+    def slow_check(*args: object) -> None:  # holds each writer between writing its file and moving it in place
+        time.sleep(0.3)
+        check(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(catalog, "_check", slow_check)
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: prepare_gguf(model, install=False), range(2)))
+    assert paths[0] == paths[1] and paths[0].read_bytes() == b"".join(PARTS)
+    assert not list(paths[0].parent.glob("*.partial*"))
 
 
 def test_missing_packages_name_the_command_that_installs_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
