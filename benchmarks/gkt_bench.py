@@ -377,6 +377,7 @@ def parser() -> argparse.ArgumentParser:
         "(default: the edge's default student)",
     )
     p.add_argument(
+        "--guidance-policy",
         "--policy",
         dest="policies",
         action="append",
@@ -385,7 +386,7 @@ def parser() -> argparse.ArgumentParser:
         help="a guidance policy GKT runs with at each K (repeat for several; default: fixed; policies other than "
         "fixed run with the first student only). OPTIONS: floor=N, "
         "window=N, top1=F, logprob=F, escalate, entropy=F, run=N, bursts=N, burst=N; e.g. "
-        "--policy a4=adaptive:floor=8,window=4 --policy fixed",
+        "--guidance-policy a4=adaptive:floor=8,window=4 --guidance-policy fixed",
     )
     p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/<dataset>.json)")
     p.add_argument("--plots-dir", type=Path, help="where the PNG plots go (default: beside --out)")

@@ -45,7 +45,14 @@ def test_command_line_defaults_follow_the_paper() -> None:
     assert (csqa.guidance_tokens, csqa.max_tokens, csqa.limit) == ((30, 10), 100, 5)
     assert [spec.key for spec in csqa.mode_specs()] == ["teacher", "student", "gkt@10", "gkt@30"]
     adaptive = config_from_args(
-        ["--guidance-tokens", "40", "--policy", "fixed", "--policy", "a4=adaptive:floor=8,window=4,top1=0.75,escalate"]
+        [
+            "--guidance-tokens",
+            "40",
+            "--guidance-policy",
+            "fixed",
+            "--policy",
+            "a4=adaptive:floor=8,window=4,top1=0.75,escalate",
+        ]
     ).resolved()
     assert [spec.key for spec in adaptive.mode_specs()] == ["teacher", "student", "gkt@40", "gkt@40/a4"]
     policy = adaptive.policies[1].policy
