@@ -20,6 +20,9 @@ from shared.catalog import CatalogModel, models_dir, prepare_gguf
 logger = logging.getLogger(__name__)
 
 MARKER = "gkt-prepared.json"
+# Bumped when a converted folder's content changes meaning: older folders are converted again.
+# 2: generation_config.json lists every end-of-generation token (vLLM stopped only at the GGUF's one EOS).
+FORMAT = 2
 CHECK_PROMPT = "The capital of France is"
 Dtype = Literal["bfloat16", "float32"]
 
@@ -68,10 +71,10 @@ def is_converted(directory: Path) -> bool:
     if not marker.is_file():
         return False
     try:
-        recorded = json.loads(marker.read_text())["files"]
-    except (ValueError, KeyError):
+        recorded = json.loads(marker.read_text())
+    except ValueError:
         return False
-    return bool(recorded == _files(directory))
+    return bool(recorded.get("format") == FORMAT and recorded.get("files") == _files(directory))
 
 
 def _llama_cpp_first_tokens(gguf: Path, n: int) -> list[int]:
@@ -89,6 +92,31 @@ def _llama_cpp_first_tokens(gguf: Path, n: int) -> list[int]:
         return out
     finally:
         llm.close()
+
+
+def _end_tokens_as_llama_cpp_knows_them(gguf: Path) -> list[int]:
+    from shared.llama.model import LlamaModel
+
+    vocab = LlamaModel(gguf, vocab_only=True)
+    try:
+        return vocab.end_of_generation_tokens()
+    finally:
+        vocab.close()
+
+
+def write_end_tokens(directory: Path, gguf: Path) -> list[int]:
+    """Lists every end-of-generation token of the GGUF in the folder's generation config, the config's own EOS
+    first. transformers keeps only the GGUF's one EOS id, but an instruct model also ends with others (Qwen writes
+    `<|endoftext|>` after a raw-completion answer): vLLM, which stops at the generation config's ids, would write
+    on past the answer where llama.cpp stops."""
+    path = directory / "generation_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    declared = config.get("eos_token_id")
+    first = [declared] if isinstance(declared, int) else list(declared or [])
+    ends = first + [t for t in _end_tokens_as_llama_cpp_knows_them(gguf) if t not in first]
+    config["eos_token_id"] = ends
+    path.write_text(json.dumps(config, indent=2))
+    return ends
 
 
 def check_conversion(directory: Path, gguf: Path) -> str:
@@ -140,8 +168,16 @@ def convert(model: CatalogModel, gguf: Path, target: Path, dtype: Dtype) -> None
         (work / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     else:
         tokenizer.save_pretrained(work)
+    ends = write_end_tokens(work, gguf)
     sample = check_conversion(work, gguf)
-    marker = {"model": model.name, "source_sha256": model.sha256, "dtype": dtype, "check": sample}
+    marker = {
+        "format": FORMAT,
+        "model": model.name,
+        "source_sha256": model.sha256,
+        "dtype": dtype,
+        "end_tokens": ends,
+        "check": sample,
+    }
     (work / MARKER).write_text(json.dumps({**marker, "files": _files(work)}, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     try:

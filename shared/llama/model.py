@@ -41,12 +41,13 @@ def _init_backend() -> None:
 class LlamaModel:
     """Model weights plus vocabulary: tokenises, detokenises and knows its end-of-generation tokens."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, vocab_only: bool = False) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         _init_backend()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
+        params.vocab_only = vocab_only  # tokenizer only: no weights read
         self.path = path
         self.ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:
@@ -95,6 +96,10 @@ class LlamaModel:
     def is_end_of_generation(self, token: int) -> bool:
         """True for the model's end-of-sequence / end-of-turn tokens."""
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def end_of_generation_tokens(self) -> list[int]:
+        """Every token that ends generation for this model (e.g. Qwen's `<|im_end|>` and `<|endoftext|>`)."""
+        return [token for token in range(self.n_vocab) if self.is_end_of_generation(token)]
 
     def metadata(self, key: str) -> str | None:
         """A GGUF metadata value as a string, or None when the model does not have it."""

@@ -9,8 +9,9 @@ import pytest
 
 from cloud_teacher import hf_conversion
 from cloud_teacher.backends.vllm import checkpoint_dtype
-from cloud_teacher.hf_conversion import MARKER, cpu_has_bf16, hf_dir, is_converted, vllm_dtype
-from shared.catalog import CATALOG, DEFAULT_TEACHER
+from cloud_teacher.hf_conversion import FORMAT, MARKER, cpu_has_bf16, hf_dir, is_converted, vllm_dtype
+from shared.catalog import CATALOG, DEFAULT_TEACHER, prepare_gguf
+from shared.llama.model import LlamaModel
 
 
 def test_bf16_only_where_the_cpu_has_it_and_gemma_always_float32() -> None:
@@ -26,6 +27,8 @@ def test_a_folder_counts_as_converted_only_with_its_marker_and_every_file(tmp_pa
     assert not is_converted(tmp_path)  # no marker: an interrupted conversion
     files = {"config.json": (tmp_path / "config.json").stat().st_size, "model.safetensors": 10}
     (tmp_path / MARKER).write_text(json.dumps({"files": files}))
+    assert not is_converted(tmp_path)  # a folder from before the current format: converted again
+    (tmp_path / MARKER).write_text(json.dumps({"format": FORMAT, "files": files}))
     assert is_converted(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"x" * 9)  # truncated afterwards
     assert not is_converted(tmp_path)
@@ -47,3 +50,18 @@ def test_the_default_teacher_folder_was_converted_and_checked_by_make_models() -
     marker = json.loads((folder / MARKER).read_text())
     assert marker["source_sha256"] == CATALOG[DEFAULT_TEACHER].sha256
     assert "Paris" in marker["check"]  # the quick generation after conversion
+
+
+@pytest.mark.needs_models
+def test_the_converted_teacher_ends_where_llama_cpp_ends() -> None:
+    """Qwen ends a raw-completion answer with `<|endoftext|>`, its chat turns with `<|im_end|>`: vLLM must stop at
+    both (and every other token llama.cpp treats as an end), not only at the one EOS transformers keeps."""
+    folder = hf_dir(CATALOG[DEFAULT_TEACHER])
+    ends = json.loads((folder / "generation_config.json").read_text())["eos_token_id"]
+    assert ends[0] == json.loads((folder / "config.json").read_text())["eos_token_id"] == 151645  # <|im_end|>
+    assert 151643 in ends  # <|endoftext|>
+    model = LlamaModel(prepare_gguf(CATALOG[DEFAULT_TEACHER], install=False), vocab_only=True)
+    try:
+        assert sorted(ends) == model.end_of_generation_tokens()
+    finally:
+        model.close()

@@ -11,6 +11,8 @@ import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 
+from benchmarks.datasets import DEFAULT_FILES, load_examples
+from benchmarks.prompts import few_shot_prompts
 from cloud_teacher.server import TeacherServer
 from edge_student.settings import EdgeSettings
 from shared.catalog import DEFAULT_STUDENT, DEFAULT_TEACHER
@@ -72,6 +74,19 @@ async def test_guidance_equals_direct_engine_output(vllm_teacher: TeacherServer)
             assert 0 < final.usage.completion_tokens <= k
             assert final.usage.prompt_tokens > 0
             assert final.timings.time_to_first_token_seconds <= final.timings.total_seconds
+
+
+async def test_a_raw_completion_ends_at_the_end_token_as_on_llama_cpp(vllm_teacher: TeacherServer) -> None:
+    """On this few-shot prompt Qwen writes its answer and then `<|endoftext|>`; llama.cpp stops there. vLLM once
+    stopped only at `<|im_end|>` and wrote on ("Human: ..."), so the benchmark read a made-up next question."""
+    prompts = few_shot_prompts("csqa")
+    example = load_examples("csqa", DEFAULT_FILES["csqa"])[9]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{vllm_teacher.port}") as channel:
+        text, final = await stream_text(
+            teacher_pb2_grpc.TeacherServiceStub(channel), guidance_request(60, prompts.build(example))
+        )
+    assert final.finish_reason == common_pb2.FINISH_REASON_STOP, text
+    assert text.endswith("So the answer is (C).") and final.usage.completion_tokens < 30, text
 
 
 async def test_prefix_cache_hits_are_reported_in_usage_and_priced_at_the_cached_rate(
@@ -160,6 +175,42 @@ async def test_gkt_end_to_end_with_the_default_pair(vllm_teacher: TeacherServer)
     assert response.usage.teacher_completion_tokens == 3 and response.student_text.strip()
     assert "Paris" in response.student_text, response.text  # the student finished what the teacher began
     assert (info.teacher.model, info.teacher.backend, info.edge.model) == (DEFAULT_TEACHER, "vllm", DEFAULT_STUDENT)
+
+
+async def test_a_student_that_always_agrees_reads_exactly_the_floor(vllm_teacher: TeacherServer) -> None:
+    """Adaptive guidance whose agreement test is always met: the edge stops reading at the floor and cancels, and
+    the teacher (a token every ~0.4 s on this CPU, far slower than the student scores one) writes exactly the floor:
+    its request is aborted, and the tokens it counts are the ones the edge used."""
+    floor, k = 4, 200
+    policy = edge_pb2.GuidancePolicy(
+        kind=edge_pb2.GuidancePolicy.KIND_ADAPTIVE,
+        floor_tokens=floor,
+        window=1,
+        min_top1_fraction=0.0,
+        min_mean_logprob=-1.0e9,
+    )
+    question = "Explain in detail how plants turn sunlight into food."
+    request = edge_pb2.GenerateRequest(
+        conversation=common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content=question)]),
+        guidance_tokens=k,
+        max_tokens=12,
+        sampling=common_pb2.Sampling(temperature=0.0),
+        guidance_policy=policy,
+    )
+    teacher_before = counter_total(vllm_teacher.metrics.registry, "gkt_generation_tokens")
+    engine_before = vllm_generation_tokens()
+    async with running_edge(vllm_teacher.port) as edge:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
+            response = await edge_pb2_grpc.EdgeServiceStub(channel).Generate(request)
+        await wait_until(lambda: vllm_teacher.backend.occupancy() == (0, 0))
+        await asyncio.sleep(1.5)  # a request still alive in the engine would keep adding tokens
+        saved = counter_total(edge.metrics.registry, "gkt_guidance_tokens_saved")
+    assert response.guidance_end == edge_pb2.GUIDANCE_END_STUDENT_AGREED
+    assert response.usage.teacher_completion_tokens == floor
+    assert counter_total(vllm_teacher.metrics.registry, "gkt_generation_tokens") - teacher_before == floor
+    assert vllm_generation_tokens() - engine_before == floor, "the engine generated past the stop"
+    assert response.text.startswith(response.guidance_text) and response.student_text
+    assert saved == k - floor
 
 
 async def test_vllm_metrics_are_exported_beside_gkt_metrics(vllm_teacher: TeacherServer) -> None:
