@@ -23,6 +23,7 @@ from typing import Any, Literal, cast
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from benchmarks.checkpoint import Checkpoint, checkpoint_path
 from benchmarks.datasets import DATASETS, DEFAULT_FILES, Dataset, DatasetError, Example, load_examples
 from benchmarks.prompts import (
     CSQA_ANSWER_PHRASE,
@@ -75,6 +76,7 @@ class BenchConfig:
     plots_dir: Path | None = None  # None: beside `out`
     timeout_seconds: float = 1800.0
     progress: bool = True
+    resume: bool = False  # reuse rows an interrupted run of the same questions, settings and models recorded
     warm_up: bool = True  # one untimed request through both tiers before the first measured mode
 
     def resolved(self) -> BenchConfig:
@@ -243,6 +245,7 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
             for label, address in addresses.items()
         }
         models = await servers_info(addresses)
+        fingerprint = run_fingerprint(config, settings, examples, models)
         if config.warm_up:  # so that the first measured mode pays no connection set-up, on every edge
             for stub in stubs.values():
                 await run_mode(
@@ -256,27 +259,57 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
                     progress=False,
                 )
         first = next(iter(stubs.values()))
+        checkpoint = Checkpoint(checkpoint_path(config.out) if config.out else None, fingerprint)
+        recorded = checkpoint.load() if config.resume else {}
+        if not config.resume:
+            checkpoint.discard()
+        resumed: list[str] = []
         for spec in config.mode_specs():
-            runs.append(
-                await run_mode(
-                    stubs[spec.student] if spec.mode != "teacher" else first,
-                    spec,
-                    examples,
-                    dataset=config.dataset,
-                    prompts=prompts,
-                    settings=settings,
-                    concurrency=config.concurrency,
-                    progress=config.progress,
-                )
+            earlier = checkpoint.resumed(spec, recorded)
+            if earlier is not None:
+                logger.info("%s: %d answers recorded by the interrupted run, not run again", spec.key, len(examples))
+                runs.append(earlier)
+                resumed.append(spec.key)
+                continue
+            run = await run_mode(
+                stubs[spec.student] if spec.mode != "teacher" else first,
+                spec,
+                examples,
+                dataset=config.dataset,
+                prompts=prompts,
+                settings=settings,
+                concurrency=config.concurrency,
+                progress=config.progress,
             )
+            checkpoint.save(run)
+            runs.append(run)
     prices = EdgeSettings().prices()  # the edge's price settings (GKT_EDGE_*_PRICE_*), as its cost metrics use
     document = metadata(config, prices, len(examples), len(prompts.exemplars), addresses)
     document["models"] = models
+    # Rows measured by an earlier, interrupted process: their speeds come from other engine instances.
+    document["resumed_modes"] = resumed
     document["prompt_prefix_chars"] = len(prompts.prefix)
     document["results"] = build_results(runs, prices)
     if config.out is not None:
         await asyncio.to_thread(write_outputs, document, runs, config.out, config.plots_dir)
+    checkpoint.discard()
     return document
+
+
+def run_fingerprint(
+    config: BenchConfig, settings: RequestSettings, examples: Sequence[Example], models: dict[str, Any]
+) -> dict[str, Any]:
+    """What must be the same for a recorded row to be reused: the questions, the request settings, each policy and
+    the models (with the hardware and threads they ran on)."""
+    return {
+        "dataset": config.dataset,
+        "questions": [example.id for example in examples],
+        "settings": asdict(settings),
+        "concurrency": config.concurrency,
+        "policies": {p.name: MessageToDict(p.policy, preserving_proto_field_name=True) for p in config.policies},
+        "teacher": models["teacher"],
+        "students": models["students"],
+    }
 
 
 def load_questions(config: BenchConfig) -> tuple[FewShotPrompts, list[Example]]:
@@ -392,6 +425,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plots-dir", type=Path, help="where the PNG plots go (default: beside --out)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per request (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the rows an interrupted run recorded in <out stem>.progress.jsonl (same questions, settings "
+        "and models) and run only the rest; without it that file is started afresh",
+    )
     return p
 
 
@@ -416,6 +455,7 @@ def config_from_args(argv: Sequence[str]) -> BenchConfig:
         plots_dir=args.plots_dir,
         timeout_seconds=args.timeout,
         progress=not args.no_progress,
+        resume=args.resume,
     )
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks import gkt_bench
+from benchmarks.checkpoint import Checkpoint, checkpoint_path
 from benchmarks.gkt_bench import PAPER_GUIDANCE_TOKENS, BenchConfig, config_from_args, run_benchmark
 from benchmarks.report import RESULT_FIELDS
-from benchmarks.runner import FIXED, USAGE_FIELDS, PolicySpec
+from benchmarks.runner import FIXED, USAGE_FIELDS, ModeRun, ModeSpec, PolicySpec
 from cloud_teacher.server import TeacherServer
 from edge_student.settings import EdgeSettings
 from tests.conftest import running_edge
@@ -156,3 +159,57 @@ async def test_small_real_run_writes_results_json_and_plots(teacher_server: Teac
     for plot in plots:
         assert plot.parent == tmp_path
         assert plot.stat().st_size > 1000 and plot.read_bytes().startswith(PNG_MAGIC)
+
+
+async def test_an_interrupted_run_resumes_with_the_rows_it_finished(
+    teacher_server: TeacherServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A multi-hour run stopped in its third row: `--resume` keeps the two finished rows (same answers, marked as
+    resumed) and runs only the rest; a run of other questions does not reuse them."""
+    calls: list[str] = []
+    real_run_mode = gkt_bench.run_mode
+
+    async def run_mode(stub: Any, spec: ModeSpec, *args: Any, **kwargs: Any) -> Any:
+        calls.append(spec.key)
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise RuntimeError("interrupted")
+        return await real_run_mode(stub, spec, *args, **kwargs)
+
+    monkeypatch.setattr(gkt_bench, "run_mode", run_mode)
+    async with running_edge(teacher_server.port, n_slots=2) as edge:
+        out = tmp_path / "csqa.json"
+        config = BenchConfig(
+            dataset="csqa",
+            limit=2,
+            guidance_tokens=(2, 3),
+            max_tokens=4,
+            concurrency=2,
+            edge=f"127.0.0.1:{edge.port}",
+            out=out,
+            progress=False,
+            warm_up=False,
+        )
+        interrupt_at: int | None = 3
+        with pytest.raises(RuntimeError, match="interrupted"):
+            await run_benchmark(config)
+        progress = checkpoint_path(out)
+        finished = [json.loads(line) for line in progress.read_text().splitlines()]
+        assert [row["mode"] for row in finished] == ["teacher", "student"] and not out.exists()
+
+        calls.clear()
+        interrupt_at = None
+        document = await run_benchmark(replace(config, resume=True))
+        assert calls == ["gkt@2", "gkt@3"], "the finished rows were run again"
+        assert document["resumed_modes"] == ["teacher", "student"]
+        assert list(document["results"]) == ["teacher", "student", "gkt@2", "gkt@3"]
+        _, answers = read_outputs(out)
+        recorded = {row["mode"]: [r["text"] for r in row["records"]] for row in finished}
+        for mode in ("teacher", "student"):
+            assert [a["text"] for a in answers if a["mode"] == mode] == recorded[mode]
+        assert not progress.exists(), "a finished run leaves no progress file"
+
+        # Rows recorded for other questions are not reused.
+        Checkpoint(progress, {"questions": ["another"]}).save(ModeRun(ModeSpec("teacher"), [], 1.0))
+        calls.clear()
+        document = await run_benchmark(replace(config, resume=True, modes=("teacher",)))
+        assert calls == ["teacher"] and document["resumed_modes"] == []
