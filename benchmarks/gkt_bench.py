@@ -32,7 +32,15 @@ from benchmarks.prompts import (
     FewShotPrompts,
     few_shot_prompts,
 )
-from benchmarks.report import build_results, markdown_table, write_answers, write_json, write_plots
+from benchmarks.report import (
+    build_results,
+    markdown_table,
+    policy_comparison,
+    policy_table,
+    write_answers,
+    write_json,
+    write_plots,
+)
 from benchmarks.runner import FIXED, MODE_NAMES, ModeName, ModeRun, ModeSpec, PolicySpec, RequestSettings, run_mode
 from edge_student.settings import EdgeSettings
 from shared.catalog import DEFAULT_STUDENT, cache_dir
@@ -290,6 +298,7 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     document["resumed_modes"] = resumed
     document["prompt_prefix_chars"] = len(prompts.prefix)
     document["results"] = build_results(runs, prices)
+    document["policy_comparison"] = policy_comparison(document["results"])
     if config.out is not None:
         await asyncio.to_thread(write_outputs, document, runs, config.out, config.plots_dir)
     checkpoint.discard()
@@ -469,6 +478,8 @@ def bench_main(argv: Sequence[str]) -> int:
         return 1
     out = sys.stdout
     out.write("\n" + markdown_table(document) + "\n")
+    if table := policy_table(document):
+        out.write(table + "\n")
     failed = {key: row["failed"] for key, row in document["results"].items() if row["failed"]}
     if failed:
         out.write(f"RPC failures (counted as wrong): {failed}; see the answers file for the errors\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,81 @@ def markdown_table(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Issue 15's goal for an adaptive policy: the best fixed K's accuracy with at most this share of its teacher tokens.
+ADAPTIVE_TOKEN_GOAL = 0.6
+
+
+def best_fixed(results: dict[str, dict[str, Any]], student: str | None) -> tuple[str, dict[str, Any]] | None:
+    """The fixed-K GKT row of this student with the highest accuracy (ties: the fewest teacher generated tokens)."""
+    fixed = [
+        (key, row)
+        for key, row in results.items()
+        if row["mode"] == "gkt" and row.get("policy") in (None, "fixed") and row["student"] == student
+    ]
+    return max(
+        fixed, key=lambda item: (item[1]["accuracy"], -item[1]["tokens"]["teacher_completion_tokens"]), default=None
+    )
+
+
+def policy_comparison(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each non-fixed policy's row against the best fixed K of the same student: accuracy, teacher generated
+    tokens and whether it meets the goal (at least that accuracy with at most 60 % of its teacher tokens)."""
+    comparison = []
+    for key, row in results.items():
+        if row["mode"] != "gkt" or row.get("policy") in (None, "fixed"):
+            continue
+        best = best_fixed(results, row["student"])
+        if best is None:
+            continue
+        best_key, best_row = best
+        tokens = row["tokens"]["teacher_completion_tokens"]
+        best_tokens = best_row["tokens"]["teacher_completion_tokens"]
+        share = _ratio(tokens, best_tokens)
+        comparison.append(
+            {
+                "setting": key,
+                "best_fixed": best_key,
+                "accuracy": row["accuracy"],
+                "best_fixed_accuracy": best_row["accuracy"],
+                "teacher_generated_tokens": tokens,
+                "best_fixed_teacher_generated_tokens": best_tokens,
+                "teacher_tokens_share_of_best_fixed": share,
+                "goal_met": share is not None
+                and row["accuracy"] >= best_row["accuracy"]
+                and share <= ADAPTIVE_TOKEN_GOAL,
+            }
+        )
+    return comparison
+
+
+def policy_table(document: dict[str, Any]) -> str:
+    """Adaptive policies against the best fixed K (empty when the run had none)."""
+    comparison = policy_comparison(document["results"])
+    if not comparison:
+        return ""
+    results = document["results"]
+    lines = [
+        "| Setting | Accuracy | Best fixed K (accuracy) | Teacher generated tokens | Share of best fixed K's "
+        "| Stopped early | Bursts | Speed-up | Cost / teacher | Goal met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in comparison:
+        row, best = results[entry["setting"]], results[entry["best_fixed"]]
+        lines.append(
+            f"| {_label(row)} | {100 * entry['accuracy']:.2f} % | "
+            f"K={best['guidance_tokens']} ({100 * entry['best_fixed_accuracy']:.2f} %) | "
+            f"{entry['teacher_generated_tokens']} vs {entry['best_fixed_teacher_generated_tokens']} | "
+            f"{_number(entry['teacher_tokens_share_of_best_fixed'], '.2f')} | "
+            f"{row['stopped_early']}/{row['n']} | {row['bursts']} | {_number(row['speedup_vs_teacher'], '.2f', 'x')} | "
+            f"{_number(row['cost_ratio_vs_teacher'], '.3f')} | {'yes' if entry['goal_met'] else 'no'} |"
+        )
+    lines.append(
+        f"\nGoal: at least the best fixed K's accuracy with at most {ADAPTIVE_TOKEN_GOAL:.0%} of its teacher "
+        "generated tokens."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def _title(document: dict[str, Any]) -> str:
     return f"{document['dataset']} (n={document['n']}, concurrency {document['concurrency']})"
 
@@ -386,3 +462,18 @@ def write_plots(document: dict[str, Any], directory: Path, prefix: str) -> list[
     plot_cost_accuracy(document, cost_accuracy)
     plot_accuracy_teacher_tokens(document, teacher_tokens)
     return [accuracy_speedup, cost_accuracy, teacher_tokens]
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m benchmarks.report RESULTS.json...`: print each results file's tables again."""
+    if not argv:
+        sys.stderr.write("usage: python -m benchmarks.report RESULTS.json [RESULTS.json ...]\n")
+        return 2
+    for name in argv:
+        document = json.loads(Path(name).read_text(encoding="utf-8"))
+        sys.stdout.write(f"\n{name}\n\n" + markdown_table(document) + "\n" + policy_table(document))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

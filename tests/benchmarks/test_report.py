@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from benchmarks.report import RESULT_FIELDS, build_results, markdown_table
-from benchmarks.runner import AnswerRecord, ModeRun, ModeSpec
+from benchmarks.report import RESULT_FIELDS, build_results, main, markdown_table, policy_comparison, policy_table
+from benchmarks.runner import AnswerRecord, ModeRun, ModeSpec, PolicySpec
 from edge_student.settings import EdgeSettings
 
 PRICES = EdgeSettings().prices()
@@ -122,8 +125,8 @@ def test_missing_baselines_give_no_ratio() -> None:
     assert zero["teacher"]["accuracy_ratio_vs_teacher"] is None  # 0 / 0
 
 
-def test_markdown_table_has_one_row_per_setting() -> None:
-    document = {
+def document() -> dict[str, object]:
+    return {
         "dataset": "csqa",
         "n": 3,
         "shots": 7,
@@ -132,10 +135,46 @@ def test_markdown_table_has_one_row_per_setting() -> None:
         "models": {"teacher": "T", "students": {"": "S"}},
         "results": build_results(runs(), PRICES),
     }
-    table = markdown_table(document)
+
+
+def test_markdown_table_has_one_row_per_setting() -> None:
+    table = markdown_table(document())
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| Setting | Accuracy |")
     assert [row.split(" | ")[0] for row in rows[1:]] == ["| Teacher only", "| Student only", "| GKT (K=30)"]
     assert "| 66.67 % | +33.33 pp | 1.00 | 2.00x |" in rows[3]
     assert "| 1/3 | 1 | 0 |" in rows[2]
     assert table.rstrip().endswith("Teacher: T. student: S.")
+
+
+def test_adaptive_policies_are_compared_with_the_best_fixed_k_of_their_student() -> None:
+    def gkt(outcomes: list[str], teacher_tokens: int) -> list[AnswerRecord]:
+        return [
+            record(outcome, teacher_prompt_tokens=500, teacher_completion_tokens=teacher_tokens) for outcome in outcomes
+        ]
+
+    adaptive = PolicySpec.parse("a=adaptive:floor=4,window=4")
+    runs = [
+        ModeRun(ModeSpec("teacher"), gkt(["correct", "correct"], 50), 10.0),
+        ModeRun(ModeSpec("gkt", 10), gkt(["correct", "wrong"], 10), 5.0),
+        ModeRun(ModeSpec("gkt", 20), gkt(["correct", "correct"], 20), 6.0),
+        ModeRun(ModeSpec("gkt", 30), gkt(["correct", "correct"], 30), 7.0),  # as accurate as K=20, more tokens
+        ModeRun(ModeSpec("gkt", 30, policy=adaptive), gkt(["correct", "correct"], 12), 5.0),
+        ModeRun(ModeSpec("gkt", 30, policy=PolicySpec.parse("b=adaptive:floor=8")), gkt(["correct", "wrong"], 8), 5.0),
+    ]
+    results = build_results(runs, PRICES)
+    met, missed = policy_comparison(results)
+    assert (met["setting"], met["best_fixed"], met["goal_met"]) == ("gkt@30/a", "gkt@20", True)
+    assert met["teacher_tokens_share_of_best_fixed"] == pytest.approx(24 / 40)
+    assert (missed["setting"], missed["goal_met"]) == ("gkt@30/b", False)  # fewer tokens, lower accuracy
+    table = policy_table({"results": results})
+    assert "| K=20 (100.00 %) | 24 vs 40 | 0.60 |" in table and table.count("| yes |") == 1
+    assert policy_table({"results": build_results(runs[:4], PRICES)}) == ""
+
+
+def test_the_tables_of_a_results_file_can_be_printed_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "csqa.json"
+    path.write_text(json.dumps(document()))
+    assert main([str(path)]) == 0
+    assert markdown_table(document()) in capsys.readouterr().out
+    assert main([]) == 2
