@@ -64,7 +64,7 @@ class EdgeSettings(TierSettings, EngineSettings):
     )
     adaptive_floor_tokens: int = Field(8, ge=1, description="Adaptive: teacher tokens always read first.")
     adaptive_window: int = Field(
-        4, ge=1, description="Adaptive: latest guidance tokens (student's tokenizer) the agreement is judged on."
+        8, ge=1, description="Adaptive: latest guidance tokens (student's tokenizer) the agreement is judged on."
     )
     adaptive_min_top1_fraction: float = Field(
         1.0, ge=0, le=1, description="Adaptive: share of the window the student must have predicted as its top choice."

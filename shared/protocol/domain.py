@@ -118,7 +118,7 @@ class GuidancePolicy:
 
     kind: PolicyKind = "fixed"
     floor_tokens: int = 8
-    window: int = 4
+    window: int = 8
     min_top1_fraction: float = 1.0
     min_mean_logprob: float = -1.0
     escalate: bool = False
