@@ -43,7 +43,7 @@ def list_models() -> str:
             f"{model.name}{defaults.get(model.name, '')}\n"
             f"    {model.title}; {model.role}; {model.size / 1e6:,.0f} MB; licence {model.license}\n"
             f"    from PyPI: {model.requirements[0]}{' ...' if len(model.requirements) > 1 else ''} "
-            f"({len(model.requirements)} package(s)); sha256 {model.sha256[:16]}...\n"
+            f"({len(model.requirements)} pinned wheel(s), never installed); sha256 {model.sha256[:16]}...\n"
             f"    here: {_status(model)}"
         )
     return "\n".join(lines) + "\n"
@@ -71,7 +71,8 @@ def models_main(argv: Sequence[str]) -> int:
     commands.add_parser("list", help="the catalog and what is prepared here")
     prep = commands.add_parser(
         "prepare",
-        help="install the models' PyPI packages if missing, join and verify their GGUF files (and convert for vLLM)",
+        help="download the models' pinned wheels if missing (never installed), check their sha256, join and verify "
+        "their GGUF files (and convert for vLLM)",
     )
     prep.add_argument(
         "names",

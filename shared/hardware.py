@@ -46,3 +46,13 @@ def package_version() -> str:
         return importlib.metadata.version("gkt-serving")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def has_cuda() -> bool:
+    """True when torch is installed and sees a CUDA device (imported lazily: the edge has no torch)."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
