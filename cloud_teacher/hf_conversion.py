@@ -7,15 +7,20 @@ same first greedy token as llama.cpp on the GGUF itself for a fixed prompt.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from shared.catalog import CatalogModel, models_dir, prepare_gguf
+from shared.catalog import CatalogModel, marker_records, models_dir, prepare_gguf, write_marker
+from shared.hardware import has_cuda
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +45,11 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
-
-
 def vllm_dtype(model: CatalogModel) -> Dtype:
     """The dtype the converted folder is saved in (vLLM's `dtype="auto"` then runs it in that dtype)."""
     if model.vllm_dtype == "float32":
         return "float32"
-    return "bfloat16" if cpu_has_bf16() or _has_cuda() else "float32"
+    return "bfloat16" if cpu_has_bf16() or has_cuda() else "float32"
 
 
 def hf_dir(model: CatalogModel, dtype: Dtype | None = None) -> Path:
@@ -67,14 +63,7 @@ def _files(directory: Path) -> dict[str, int]:
 
 def is_converted(directory: Path) -> bool:
     """True when `directory` holds a finished, checked conversion whose files are all still there, same sizes."""
-    marker = directory / MARKER
-    if not marker.is_file():
-        return False
-    try:
-        recorded = json.loads(marker.read_text())
-    except ValueError:
-        return False
-    return bool(recorded.get("format") == FORMAT and recorded.get("files") == _files(directory))
+    return directory.is_dir() and marker_records(directory / MARKER, {"format": FORMAT, "files": _files(directory)})
 
 
 def _llama_cpp_first_tokens(gguf: Path, n: int) -> list[int]:
@@ -150,42 +139,63 @@ def convert(model: CatalogModel, gguf: Path, target: Path, dtype: Dtype) -> None
     # One name per process: two teachers converting on a shared volume never write into one folder.
     work = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(
-        gguf.parent,
-        gguf_file=gguf.name,
-        dtype=torch.float32,
-        # transformers keeps GGUF weights packed and will not save them unless they are dequantised.
-        quantization_config=GgufConfig(dequantize=True),
-    )
-    loaded.to(getattr(torch, dtype)).save_pretrained(work)
-    del loaded
-    if model.force_bos:
-        tokenizer.add_bos_token = True  # type: ignore[misc]  # a property in the stubs, settable at run time
-        tokenizer.save_pretrained(work, add_bos_token=True)
-        config = json.loads((work / "tokenizer_config.json").read_text())
-        config["add_bos_token"] = True
-        (work / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    else:
-        tokenizer.save_pretrained(work)
-    ends = write_end_tokens(work, gguf)
-    sample = check_conversion(work, gguf)
-    marker = {
-        "format": FORMAT,
-        "model": model.name,
-        "source_sha256": model.sha256,
-        "dtype": dtype,
-        "end_tokens": ends,
-        "check": sample,
-    }
-    (work / MARKER).write_text(json.dumps({**marker, "files": _files(work)}, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
     try:
-        work.rename(target)
-    except OSError:
-        if not target.is_dir():
-            raise
-        shutil.rmtree(work, ignore_errors=True)  # another process finished the same conversion first
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            gguf.parent,
+            gguf_file=gguf.name,
+            dtype=torch.float32,
+            # transformers keeps GGUF weights packed and will not save them unless they are dequantised.
+            quantization_config=GgufConfig(dequantize=True),
+        )
+        loaded.to(getattr(torch, dtype)).save_pretrained(work)
+        del loaded
+        if model.force_bos:
+            tokenizer.add_bos_token = True  # type: ignore[misc]  # a property in the stubs, settable at run time
+            tokenizer.save_pretrained(work, add_bos_token=True)
+            config = json.loads((work / "tokenizer_config.json").read_text())
+            config["add_bos_token"] = True
+            (work / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+        else:
+            tokenizer.save_pretrained(work)
+        ends = write_end_tokens(work, gguf)
+        sample = check_conversion(work, gguf)
+        marker = {
+            "format": FORMAT,
+            "model": model.name,
+            "source_sha256": model.sha256,
+            "dtype": dtype,
+            "end_tokens": ends,
+            "check": sample,
+        }
+        write_marker(work / MARKER, {**marker, "files": _files(work)})
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # a failed or interrupted conversion leaves nothing behind
+        raise
+    # Only one process converts at a time (see `_conversion_lock`), so nobody else is writing `target`. A complete
+    # folder already there (`--force`, an older format) is moved aside, not deleted, before the new one takes its
+    # name: a teacher still loading it keeps its files until the swap is done.
+    old = target.with_name(f"{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    work.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _conversion_lock(target: Path) -> Iterator[None]:
+    """Serialises conversions of one folder across processes (two teachers starting on one volume): the second
+    waits, then finds the first one's finished folder instead of converting again and replacing it while the first
+    is loading it. The lock dies with its process, so a killed converter never blocks the next one."""
+    lock = target.with_name(f"{target.name}.lock")
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        # Under the lock no one converts: work folders still here were left by converters that died.
+        prefix = glob.escape(str(target))
+        for stale in glob.glob(f"{prefix}.partial-*") + glob.glob(f"{prefix}.old-*"):
+            logger.warning("removing %s, left by an interrupted conversion", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
 
 
 def prepare_for_vllm(model: CatalogModel, *, install: bool = True, force: bool = False) -> Path:
@@ -195,9 +205,12 @@ def prepare_for_vllm(model: CatalogModel, *, install: bool = True, force: bool =
     if not force and is_converted(target):
         return target
     gguf = prepare_gguf(model, install=install)
-    started = time.monotonic()
-    logger.info("converting %s into %s (%s; 1-2 minutes and several GB of RAM, once)", model.name, target, dtype)
     target.parent.mkdir(parents=True, exist_ok=True)
-    convert(model, gguf, target, dtype)
-    logger.info("%s converted and checked in %.0fs", model.name, time.monotonic() - started)
+    with _conversion_lock(target):
+        if not force and is_converted(target):
+            return target  # another process converted it while this one waited for the lock
+        started = time.monotonic()
+        logger.info("converting %s into %s (%s; 1-2 minutes and several GB of RAM, once)", model.name, target, dtype)
+        convert(model, gguf, target, dtype)
+        logger.info("%s converted and checked in %.0fs", model.name, time.monotonic() - started)
     return target

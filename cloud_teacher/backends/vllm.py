@@ -14,7 +14,7 @@ from typing import Any, cast
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
 from shared.catalog import CATALOG, DEFAULT_TEACHER, cache_dir
-from shared.hardware import hardware_summary, package_version
+from shared.hardware import hardware_summary, has_cuda, package_version
 from shared.metrics import GktMetrics
 from shared.prompt_formats import CompletionFormat, PromptFormat, PromptPiece, select_prompt_format
 from shared.protocol.domain import (
@@ -51,18 +51,9 @@ def configure_vllm_environment(settings: TeacherSettings) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_DO_NOT_TRACK", "1")
-    if not _has_cuda():
+    if not has_cuda():
         os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(settings.kv_cache_space_gib))))
-
-
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
 
 
 def resolve_model(settings: TeacherSettings) -> str:

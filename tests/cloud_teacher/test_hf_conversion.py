@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from cloud_teacher import hf_conversion
 from cloud_teacher.backends.vllm import checkpoint_dtype
 from cloud_teacher.hf_conversion import FORMAT, MARKER, cpu_has_bf16, hf_dir, is_converted, vllm_dtype
 from shared.catalog import CATALOG, DEFAULT_TEACHER, prepare_gguf
+from shared.hardware import has_cuda
 from shared.llama.model import LlamaModel
 
 
 def test_bf16_only_where_the_cpu_has_it_and_gemma_always_float32() -> None:
-    expected = "bfloat16" if cpu_has_bf16() or hf_conversion._has_cuda() else "float32"
+    expected = "bfloat16" if cpu_has_bf16() or has_cuda() else "float32"
     assert vllm_dtype(CATALOG[DEFAULT_TEACHER]) == expected
     assert vllm_dtype(CATALOG["gemma3-270m"]) == "float32"
     assert hf_dir(CATALOG[DEFAULT_TEACHER]).name == f"{DEFAULT_TEACHER}-hf-{expected}"
