@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cloud_teacher.backends.vllm import checkpoint_dtype
 from cloud_teacher.hf_conversion import FORMAT, MARKER, cpu_has_bf16, hf_dir, is_converted, vllm_dtype
-from shared.catalog import CATALOG, DEFAULT_TEACHER, prepare_gguf
+from shared.catalog import CATALOG, DEFAULT_TEACHER, prepare_gguf, wheels_dir
 from shared.hardware import has_cuda
 from shared.llama.model import LlamaModel
 
@@ -65,3 +68,41 @@ def test_the_converted_teacher_ends_where_llama_cpp_ends() -> None:
         assert sorted(ends) == model.end_of_generation_tokens()
     finally:
         model.close()
+
+
+CONVERTER = """
+import json, logging, os
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from cloud_teacher.hf_conversion import MARKER, prepare_for_vllm
+from shared.catalog import CATALOG
+target = prepare_for_vllm(CATALOG["smollm2-135m"], install=False)
+marker = json.loads((target / MARKER).read_text())
+print(json.dumps({"path": str(target), "inode": os.stat(target).st_ino, "check": marker["check"]}), flush=True)
+"""
+
+
+@pytest.mark.needs_models
+def test_two_teachers_converting_on_one_volume_leave_one_folder_that_neither_deletes(tmp_path: Path) -> None:
+    """Two processes start on one fresh cache at once: one converts, the other waits and takes its folder. Before,
+    both converted and the later one deleted the folder the first had already renamed into place (and was loading)."""
+    env = {
+        **os.environ,
+        "GKT_CACHE_DIR": str(tmp_path),
+        "GKT_MODEL_WHEELS": str(wheels_dir()),  # the wheels `make models` fetched; each process joins the GGUF
+        "OMP_NUM_THREADS": "1",
+    }
+    children = [
+        subprocess.Popen([sys.executable, "-c", CONVERTER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [child.communicate(timeout=540) for child in children]
+    for child, (_, stderr) in zip(children, outputs, strict=True):
+        assert child.returncode == 0, stderr.decode()[-3000:]
+    results = [json.loads(stdout) for stdout, _ in outputs]
+    logs = "".join(stderr.decode() for _, stderr in outputs)
+    assert logs.count("converting smollm2-135m into") == 1, logs
+    folder = Path(results[0]["path"])
+    assert results[0]["path"] == results[1]["path"]
+    assert results[0]["inode"] == results[1]["inode"] == folder.stat().st_ino  # both got the folder that stayed
+    assert is_converted(folder)
+    assert sorted(p.name for p in folder.parent.iterdir() if ".partial-" in p.name or ".old-" in p.name) == []

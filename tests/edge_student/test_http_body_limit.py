@@ -5,6 +5,7 @@ on the same edge keeps flowing meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 
@@ -18,8 +19,8 @@ COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # the student keeps counting: a str
 
 def chat_body(size: int) -> bytes:
     """A valid chat request of exactly `size` bytes (the user message padded)."""
-    empty = json.dumps({"model": "student", "messages": [{"role": "user", "content": ""}]}).encode()
-    body = json.dumps({"model": "student", "messages": [{"role": "user", "content": "x" * (size - len(empty))}]})
+    empty = json.dumps({"model": "gkt-student", "messages": [{"role": "user", "content": ""}]}).encode()
+    body = json.dumps({"model": "gkt-student", "messages": [{"role": "user", "content": "x" * (size - len(empty))}]})
     assert len(body.encode()) == size
     return body.encode()
 
@@ -41,12 +42,13 @@ async def raw_exchange(port: int, head: bytes, body_chunks: list[bytes]) -> tupl
         for chunk in body_chunks:
             writer.write(chunk)
         await writer.drain()
-        response = await asyncio.wait_for(reader.read(), timeout=10)  # the server answers and closes
+        response_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        lines = response_head.decode().split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:] if line)
+        payload = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), timeout=10)
     finally:
         writer.close()
-    status_line, _, rest = response.partition(b"\r\n")
-    _, _, payload = rest.partition(b"\r\n\r\n")
-    return int(status_line.split()[1]), payload
+    return int(lines[0].split()[1]), payload
 
 
 async def test_a_body_one_byte_over_the_limit_is_413_while_a_grpc_stream_keeps_flowing(
@@ -55,20 +57,23 @@ async def test_a_body_one_byte_over_the_limit_is_413_while_a_grpc_stream_keeps_f
     limit = edge_server.settings.max_message_bytes  # the same setting that caps gRPC messages
     port = edge_server.http_port
     arrivals: list[float] = []
+    under_way = asyncio.Event()
 
     async def stream() -> str:
         request = edge_pb2.GenerateRequest(prompt=COUNTING, mode=edge_pb2.MODE_STUDENT_ONLY, max_tokens=96)
         text = []
         async for chunk in edge_stub.GenerateStream(request):
             arrivals.append(time.monotonic())
+            if len(arrivals) == 3:
+                under_way.set()
             text.append(chunk.delta.text if chunk.HasField("delta") else "")
         return "".join(text)
 
     flowing = asyncio.create_task(stream())
-    while len(arrivals) < 3:  # the stream is under way before the big bodies arrive
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(under_way.wait(), timeout=60)  # the stream is under way before the big bodies arrive
     sent_at = time.monotonic()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    json_headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=json_headers, timeout=30) as client:
         over = await client.post("/v1/chat/completions", content=chat_body(limit + 1))
         assert_413(over.status_code, over.content, limit)
         at_limit = await client.post("/v1/chat/completions", content=chat_body(limit))
@@ -91,5 +96,5 @@ async def test_a_body_one_byte_over_the_limit_is_413_while_a_grpc_stream_keeps_f
     assert text  # the stream finished, not cut
     during = [t for t in arrivals if sent_at <= t <= refused_at]
     assert during, "no gRPC token arrived while the oversized bodies were refused"
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert max(gaps) < 2.0, f"the gRPC stream stalled for {max(gaps):.2f}s"
