@@ -45,7 +45,9 @@ class TierSettings(BaseSettings):
         30.0, ge=0, description="On SIGTERM: how long accepted requests get to finish before the server stops."
     )
     max_message_bytes: int = Field(
-        4 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted or sent, in bytes."
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest gRPC message accepted or sent, and largest HTTP request body accepted, in bytes.",
     )
     max_concurrent_streams: int = Field(
         100, ge=1, description="Most concurrent RPCs on one client connection (HTTP/2 max concurrent streams)."
