@@ -143,3 +143,18 @@ async def test_bad_verifications_are_invalid_argument_naming_the_field(
         # The teacher keeps serving.
         ok = await stub.Verify(verify_request(" 7"))
     assert ok.usage.scored_tokens >= 1
+
+
+async def test_a_chat_answer_is_verified_as_an_assistant_prefill(qwen_teacher: TeacherServer) -> None:
+    conversation = common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content="Name a red fruit.")])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{qwen_teacher.port}") as channel:
+        stub = teacher_pb2_grpc.TeacherServiceStub(channel)
+        request = teacher_pb2.GuidanceRequest(conversation=conversation, guidance_tokens=6, sampling=GREEDY)
+        own = "".join([chunk.delta.text async for chunk in stub.StreamGuidance(request)])
+        response = await stub.Verify(
+            teacher_pb2.VerifyRequest(
+                conversation=conversation, accepted_text=own[:4], draft_text=own[4:], sampling=GREEDY
+            )
+        )
+    assert response.accepted_chars == len(own) - 4, (own, response)
+    assert all(t.top1 for t in response.tokens)
