@@ -12,6 +12,7 @@ import grpc
 
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
+from cloud_teacher.verification_metrics import VerificationMetrics
 from shared.metrics import GktMetrics
 from shared.protocol.convert import (
     guidance_delta_to_pb,
@@ -22,6 +23,8 @@ from shared.protocol.convert import (
 from shared.protocol.domain import GuidanceDelta, GuidanceDone, GuidanceParams, TeacherTimings
 from shared.protocol.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 from shared.protocol.validation import validate_token_count
+from shared.protocol.verification import AcceptanceRule, VerifyResult, VerifyTimings
+from shared.protocol.verification_convert import verify_params_from_pb, verify_result_to_pb
 from shared.server.request_context import bind_request_id, caller_mode
 
 logger = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         self._settings = settings
         self._metrics = metrics
         self._prices = settings.prices()
+        self._verification_metrics = VerificationMetrics(metrics)
 
     def params_from_pb(self, request: teacher_pb2.GuidanceRequest) -> GuidanceParams:
         """Decodes and validates a request (raises `InvalidArgumentError` naming the field)."""
@@ -80,6 +84,19 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
                 )
                 self._account(mode, partial, (first_token_at or now) - received, now - received)
 
+    async def Verify(  # noqa: N802 (gRPC method name)
+        self, request: teacher_pb2.VerifyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> teacher_pb2.VerifyResponse:
+        received = time.monotonic()
+        bind_request_id(context)
+        mode = caller_mode(context)
+        params = verify_params_from_pb(request, self._settings)
+        result = await self._backend.verify(params)
+        total = time.monotonic() - received
+        result = replace(result, timings=VerifyTimings(result.timings.queue_seconds, total))
+        self._account_verification(mode, params.acceptance.rule, result)
+        return verify_result_to_pb(result)
+
     async def GetInfo(  # noqa: N802 (gRPC method name)
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.ServerInfo:
@@ -104,4 +121,31 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
             done.completion_tokens,
             total,
             done.finish_reason,
+        )
+
+    def _account_verification(self, mode: str, rule: AcceptanceRule, result: VerifyResult) -> None:
+        """Verification counters, plus the teacher's usual token spend and cost (scored tokens are prompt tokens,
+        corrections are generated tokens)."""
+        m, tier, usage = self._metrics, self._metrics.tier, result.usage
+        self._verification_metrics.observe(rule, result, result.timings.total_seconds)
+        m.prompt_tokens.labels(tier, mode).inc(usage.prompt_tokens)
+        m.generation_tokens.labels(tier, mode).inc(usage.generated_tokens)
+        m.prefix_cache_queries.labels(tier).inc(usage.prompt_tokens)
+        m.prefix_cache_hits.labels(tier).inc(usage.cached_prompt_tokens)
+        m.cost.labels(tier, "teacher", mode).inc(
+            self._prices.cost(usage.prompt_tokens, usage.generated_tokens, usage.cached_prompt_tokens)
+        )
+        logger.info(
+            "verification for %s (%s): %d/%d draft tokens accepted, %d written, %d prompt (%d cached) tokens in "
+            "%d pass(es), %.2fs%s",
+            mode,
+            rule,
+            result.accepted_tokens,
+            usage.scored_tokens,
+            usage.generated_tokens,
+            usage.prompt_tokens,
+            usage.cached_prompt_tokens,
+            usage.passes,
+            result.timings.total_seconds,
+            " (answer ended)" if result.ended else "",
         )

@@ -18,6 +18,8 @@ from shared.protocol.convert import (
 )
 from shared.protocol.domain import DegradedReason, GuidanceEvent, GuidanceParams, Mode, ServerInfo
 from shared.protocol.gkt.v1 import common_pb2, teacher_pb2_grpc
+from shared.protocol.verification import VerifyParams, VerifyResult
+from shared.protocol.verification_convert import verify_params_to_pb, verify_result_from_pb
 from shared.server.logging_setup import request_id_var
 from shared.server.request_context import MODE_KEY, REQUEST_ID_KEY
 
@@ -149,6 +151,24 @@ class TeacherClient:
                     yield guidance_delta_from_pb(chunk.delta)
         finally:
             call.cancel()  # no-op after a clean end; aborts the teacher's request when we stop early
+
+    async def verify(self, params: VerifyParams, mode: Mode, time_left: float | None = None) -> VerifyResult:
+        """The teacher's verdict on a draft; raises `TeacherUnavailableError` as `stream_guidance` does.
+
+        The call's deadline is the guidance deadline (`total_seconds`), or what remains of the app's own if shorter;
+        cancelling the caller cancels the call, which aborts the teacher's engine requests. A teacher that cannot
+        verify (UNIMPLEMENTED) is an "error" that is not the teacher's fault: the edge answers unverified.
+        """
+        metadata = ((REQUEST_ID_KEY, request_id_var.get()), (MODE_KEY, mode), *self._auth)
+        total = self.deadlines.total_seconds
+        timeout = total if time_left is None else min(total, time_left)
+        try:
+            response = await self._stub.Verify(
+                verify_params_to_pb(params), timeout=max(timeout, 0.001), metadata=metadata, wait_for_ready=False
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _failure_from(error, callers_deadline=time_left is not None and time_left < total) from None
+        return verify_result_from_pb(response)
 
     async def get_info(self, timeout: float = 2.0) -> ServerInfo | None:  # noqa: ASYNC109 (a gRPC deadline)
         """What the teacher reports it runs, or None when it cannot say within `timeout` seconds."""

@@ -6,6 +6,8 @@ import abc
 from collections.abc import AsyncGenerator, Callable
 
 from shared.protocol.domain import GuidanceEvent, GuidanceParams, ServerInfo
+from shared.protocol.verification import VerifyParams, VerifyResult
+from shared.server.errors import UnimplementedError
 
 
 class TeacherBackend(abc.ABC):
@@ -25,6 +27,15 @@ class TeacherBackend(abc.ABC):
 
         Raises `InvalidArgumentError` (e.g. a prompt too long for the model), `OverloadedError` or `BackendError`.
         """
+
+    async def verify(self, params: VerifyParams) -> VerifyResult:
+        """Scores the draft in one pass on the prefix cache and applies the acceptance rule (`cloud_teacher/
+        acceptance.py`); cancelling the call aborts the engine's requests.
+
+        Raises `InvalidArgumentError` (`draft_text` when the answer outgrows the model's context),
+        `UnimplementedError` where the engine cannot score text, `OverloadedError` or `BackendError`.
+        """
+        raise UnimplementedError(f"the {self.name} teacher backend cannot verify drafts")
 
     @abc.abstractmethod
     def occupancy(self) -> tuple[int, int]:

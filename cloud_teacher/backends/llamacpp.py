@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncGenerator
 
 from cloud_teacher.backends.base import TeacherBackend
+from cloud_teacher.backends.llamacpp_verify import verify_on_llama
 from cloud_teacher.settings import TeacherSettings
 from shared.catalog import DEFAULT_TEACHER
 from shared.hardware import hardware_summary, package_version
@@ -22,6 +23,7 @@ from shared.protocol.domain import (
     ServerInfo,
     TeacherTimings,
 )
+from shared.protocol.verification import VerifyParams, VerifyResult
 from shared.server.errors import BackendError, NotReadyError
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,11 @@ class LlamaCppBackend(TeacherBackend):
             timings=TeacherTimings(queue_seconds=result.queue_seconds),
             cached_prompt_tokens=result.cached_prompt_tokens,
         )
+
+    async def verify(self, params: VerifyParams) -> VerifyResult:
+        if self._engine is None:
+            raise NotReadyError("the teacher model is not loaded yet")
+        return await verify_on_llama(self._engine, self._format, params)
 
     def occupancy(self) -> tuple[int, int]:
         if self._engine is None:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from cloud_teacher.backends.base import TeacherBackend
+from cloud_teacher.backends.openai_verify import verify_over_openai
 from cloud_teacher.settings import TeacherSettings
 from shared.hardware import package_version
 from shared.metrics import GktMetrics
@@ -23,6 +24,7 @@ from shared.protocol.domain import (
     ServerInfo,
     TeacherTimings,
 )
+from shared.protocol.verification import VerifyParams, VerifyResult
 from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
 from shared.server.secrets import read_secret
 
@@ -126,6 +128,15 @@ class OpenAIBackend(TeacherBackend):
             timings=TeacherTimings(queue_seconds=queue_seconds),
             cached_prompt_tokens=int(details.get("cached_tokens") or 0),
         )
+
+    async def verify(self, params: VerifyParams) -> VerifyResult:
+        if self._client is None:
+            raise NotReadyError("the OpenAI backend is not started yet")
+        self._running += 1
+        try:
+            return await verify_over_openai(self._client, self._model, self._format, params)
+        finally:
+            self._running -= 1
 
     def occupancy(self) -> tuple[int, int]:
         return self._running, 0

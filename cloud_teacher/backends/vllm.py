@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from cloud_teacher.backends.base import TeacherBackend
+from cloud_teacher.backends.vllm_verify import VllmVerifier
 from cloud_teacher.settings import TeacherSettings
 from shared.catalog import CATALOG, DEFAULT_TEACHER, cache_dir
 from shared.hardware import hardware_summary, has_cuda, package_version
@@ -26,6 +27,7 @@ from shared.protocol.domain import (
     ServerInfo,
     TeacherTimings,
 )
+from shared.protocol.verification import VerifyParams, VerifyResult
 from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError
 
 logger = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ class VllmBackend(TeacherBackend):
         self._max_model_len = settings.max_model_len
         self._model_file = ""
         self._dtype = ""
+        self._verifier: VllmVerifier | None = None
 
     async def start(self) -> None:
         configure_vllm_environment(self._settings)
@@ -139,6 +142,7 @@ class VllmBackend(TeacherBackend):
             pipeline_parallel_size=s.pipeline_parallel_size,
             gpu_memory_utilization=s.gpu_memory_utilization,
             enforce_eager=s.enforce_eager,
+            block_size=s.block_size,
             disable_log_stats=False,  # keeps vLLM's own vllm:* Prometheus metrics
             seed=0,
         )
@@ -147,6 +151,7 @@ class VllmBackend(TeacherBackend):
         self._tokenizer = self._engine.get_tokenizer()
         self._dtype = str(self._engine.model_config.dtype).removeprefix("torch.")
         self._format = select_prompt_format(s.prompt_format, getattr(self._tokenizer, "chat_template", None))
+        self._verifier = VllmVerifier(self._engine, self._tokenizer, self._format, self._max_model_len)
         # Warm-up before SERVING: the first request pays for graph/kernel set-up.
         async for _ in self._generate(_warmup_params()):
             pass
@@ -198,11 +203,7 @@ class VllmBackend(TeacherBackend):
         except (InvalidArgumentError, NotReadyError):
             raise
         except Exception as error:  # the engine died or rejected the request
-            if self._engine is not None and getattr(self._engine, "errored", False):
-                if self.on_failure is not None:
-                    self.on_failure(error)
-                raise BackendError("the vLLM engine has failed; the teacher must be restarted") from error
-            raise BackendError(f"vLLM failed: {error}") from error
+            raise self._engine_error(error) from error
         finally:
             self._running -= 1
             if not finished and self._engine is not None:
@@ -215,6 +216,27 @@ class VllmBackend(TeacherBackend):
             timings=TeacherTimings(queue_seconds=queue_seconds),
             cached_prompt_tokens=cached_prompt_tokens,
         )
+
+    async def verify(self, params: VerifyParams) -> VerifyResult:
+        if self._engine is None or self._verifier is None:
+            raise NotReadyError("the vLLM engine is not started yet")
+        self._running += 1
+        try:
+            return await self._verifier.verify(params)
+        except (InvalidArgumentError, NotReadyError):
+            raise
+        except Exception as error:  # the engine died or rejected the request
+            raise self._engine_error(error) from error
+        finally:
+            self._running -= 1
+
+    def _engine_error(self, error: Exception) -> BackendError:
+        """What an engine failure means to the caller; a dead engine also turns the server's health NOT_SERVING."""
+        if self._engine is not None and getattr(self._engine, "errored", False):
+            if self.on_failure is not None:
+                self.on_failure(error)
+            return BackendError("the vLLM engine has failed; the teacher must be restarted")
+        return BackendError(f"vLLM failed: {error}")
 
     def occupancy(self) -> tuple[int, int]:
         return self._running, 0

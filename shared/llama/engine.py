@@ -66,6 +66,7 @@ class SamplingParams:
     ignore_eos: bool = False  # keep going past end-of-sequence (benchmarks and layout tests)
     # Score each token of text appended to the open prompt (the student's agreement with guidance).
     score_appended: bool = False
+    score_top_k: int = 0  # with each score, the model's top choices there (a teacher verifying a draft)
     # Report the entropy of each generated token's distribution (the student's uncertainty while it writes).
     report_entropy: bool = False
 
@@ -746,13 +747,13 @@ class BatchedLlamaEngine:
         scores: list[TokenScore] = []
         held = sequence.pending_row
         if held is not None and held[0] == start - 1 and start >= sequence.initial_prompt_tokens:
-            scores.append(score(held[1], sequence.tokens[start], start))
+            scores.append(score(held[1], sequence.tokens[start], start, sequence.params.score_top_k))
         sequence.pending_row = None
         for index, pos in entry.score_rows:
             row = logits_row(llama_cpp.llama_get_logits_ith(self._ctx, index), self.model.n_vocab)
             if pos + 1 < end:
                 if pos + 1 >= sequence.initial_prompt_tokens:
-                    scores.append(score(row, sequence.tokens[pos + 1], pos + 1))
+                    scores.append(score(row, sequence.tokens[pos + 1], pos + 1, sequence.params.score_top_k))
             else:
                 sequence.pending_row = (pos, row)  # its next token is not prefilled yet
         if scores:

@@ -18,6 +18,9 @@ class TokenScore:
     position: int  # the token's position in the sequence
     logprob: float  # natural log-probability the student gave it (0 = certain)
     top1: bool  # it was the student's own first choice
+    # The model's top choices there, (token, log-probability), best first, when asked for (a teacher verifying a
+    # draft needs its own choice at the first token it rejects).
+    top: tuple[tuple[int, float], ...] = ()
 
 
 def logits_row(pointer: ctypes._Pointer[ctypes.c_float], n_vocab: int) -> Logits:
@@ -25,14 +28,21 @@ def logits_row(pointer: ctypes._Pointer[ctypes.c_float], n_vocab: int) -> Logits
     return np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float32, copy=True)
 
 
-def _log_softmax_at(row: Logits, token: int) -> float:
+def _log_normaliser(row: Logits) -> float:
     peak = float(row.max())
-    return float(row[token]) - peak - float(np.log(np.exp(row - peak, dtype=np.float64).sum()))
+    return peak + float(np.log(np.exp(row - peak, dtype=np.float64).sum()))
 
 
-def score(row: Logits, token: int, position: int) -> TokenScore:
-    """The score of `token` under the distribution `row` (the logits of the position before it)."""
-    return TokenScore(position, _log_softmax_at(row, token), int(row.argmax()) == token)
+def score(row: Logits, token: int, position: int, top_k: int = 0) -> TokenScore:
+    """The score of `token` under the distribution `row` (the logits of the position before it), with the `top_k`
+    best tokens there."""
+    normaliser = _log_normaliser(row)
+    top: tuple[tuple[int, float], ...] = ()
+    if top_k > 0:
+        best = np.argpartition(row, -top_k)[-top_k:] if top_k < len(row) else np.arange(len(row))
+        ranked = sorted(best.tolist(), key=lambda t: -float(row[t]))
+        top = tuple((int(t), float(row[t]) - normaliser) for t in ranked)
+    return TokenScore(position, float(row[token]) - normaliser, int(row.argmax()) == token, top)
 
 
 def entropy(row: Logits) -> float:

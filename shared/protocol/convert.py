@@ -52,6 +52,8 @@ _DEGRADED_TO_PB = {
     "error": edge_pb2.DEGRADED_REASON_ERROR,
     "circuit_open": edge_pb2.DEGRADED_REASON_CIRCUIT_OPEN,
 }
+# Requests that carry an input (`oneof input`, `system_prompt`, `continue_final_message`) and `sampling`.
+InputRequest = teacher_pb2.GuidanceRequest | teacher_pb2.VerifyRequest | edge_pb2.GenerateRequest
 DEGRADED_FROM_PB: dict[int, DegradedReason] = {v: k for k, v in _DEGRADED_TO_PB.items()}  # type: ignore[misc]
 
 
@@ -93,7 +95,7 @@ def degraded_reason_name(value: int) -> str:
     return DEGRADED_FROM_PB.get(value, "")
 
 
-def prompt_input_from_pb(request: teacher_pb2.GuidanceRequest | edge_pb2.GenerateRequest) -> PromptInput:
+def prompt_input_from_pb(request: InputRequest) -> PromptInput:
     """The request's input: the `oneof` holds a raw prompt or a conversation (validation checks it holds one)."""
     return PromptInput(
         prompt=request.prompt,
@@ -110,6 +112,9 @@ def _input_to_pb(prompt_input: PromptInput) -> dict[str, object]:
     return {"prompt": prompt_input.prompt}
 
 
+input_to_pb = _input_to_pb  # the request's `oneof input` as keyword arguments (for the Verify RPC's conversions)
+
+
 def sampling_from_pb(sampling: common_pb2.Sampling, *, temperature: float, top_p: float) -> Sampling:
     """Sampling settings; unset optional fields take the given defaults."""
     return Sampling(
@@ -120,9 +125,7 @@ def sampling_from_pb(sampling: common_pb2.Sampling, *, temperature: float, top_p
     )
 
 
-def input_and_sampling_from_pb(
-    request: teacher_pb2.GuidanceRequest | edge_pb2.GenerateRequest, settings: TierSettings
-) -> tuple[PromptInput, Sampling]:
+def input_and_sampling_from_pb(request: InputRequest, settings: TierSettings) -> tuple[PromptInput, Sampling]:
     """What both tiers' requests share, decoded, the tier's defaults filled in and validated against its limits
     (`InvalidArgumentError` names the field)."""
     prompt_input = prompt_input_from_pb(request)

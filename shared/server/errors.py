@@ -58,6 +58,12 @@ class PermissionDeniedError(GktError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class UnimplementedError(GktError):
+    """The server cannot do what was asked (e.g. a teacher backend that cannot score a draft for `Verify`)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class BackendError(GktError):
     """The model backend failed in a way the caller cannot fix (logged in full on the server)."""
 
@@ -80,6 +86,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }

@@ -46,6 +46,11 @@ class TeacherServiceStub:
                 request_serializer=gkt_dot_v1_dot_common__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=gkt_dot_v1_dot_common__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/gkt.v1.TeacherService/Verify',
+                request_serializer=gkt_dot_v1_dot_teacher__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=gkt_dot_v1_dot_teacher__pb2.VerifyResponse.FromString,
+                _registered_method=True)
 
 
 class TeacherServiceServicer:
@@ -67,6 +72,15 @@ class TeacherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Verify(self, request, context):
+        """Teacher-verified drafting: scores the student's draft in one pass on the teacher's prefix cache, accepts a
+        prefix of it by the request's acceptance rule and writes the teacher's own text at the first rejected position
+        (or after the whole draft when all of it is accepted). Backends that cannot score text answer UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TeacherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +93,11 @@ def add_TeacherServiceServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=gkt_dot_v1_dot_common__pb2.GetInfoRequest.FromString,
                     response_serializer=gkt_dot_v1_dot_common__pb2.ServerInfo.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=gkt_dot_v1_dot_teacher__pb2.VerifyRequest.FromString,
+                    response_serializer=gkt_dot_v1_dot_teacher__pb2.VerifyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +155,33 @@ class TeacherService:
             '/gkt.v1.TeacherService/GetInfo',
             gkt_dot_v1_dot_common__pb2.GetInfoRequest.SerializeToString,
             gkt_dot_v1_dot_common__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gkt.v1.TeacherService/Verify',
+            gkt_dot_v1_dot_teacher__pb2.VerifyRequest.SerializeToString,
+            gkt_dot_v1_dot_teacher__pb2.VerifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
