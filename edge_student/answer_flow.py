@@ -9,6 +9,9 @@ tokens on reads only until the student, which scores every guidance token as it 
 teacher; the teacher's request is then stopped (aborted: the tokens it did not write are not paid for). With
 `escalate`, a student that grows unsure while it writes pauses and asks the teacher for a short burst continuing
 the answer so far.
+
+`max_tokens` bounds the whole answer in every mode, counted in the student's tokenizer (`answer_budget`): K and each
+burst are clipped to what is left, teacher text is cut where it would pass it, and the student writes only the rest.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_student.answer_budget import AnswerBudget
 from edge_student.circuit_breaker import CircuitBreaker
 from edge_student.guidance_policy import UncertaintyWatch, student_agrees
 from edge_student.teacher_client import TeacherClient, TeacherUnavailableError
@@ -47,9 +50,9 @@ from shared.server.errors import BackendError
 
 logger = logging.getLogger(__name__)
 
-# Room for guidance still to come, in the student's tokens: K teacher tokens re-tokenised by another tokenizer can
-# take more (Gemma to SmolLM2: ~1.2x; the same tokenizer: 1x), with a margin.
-GUIDANCE_RETOKENISE_FACTOR = 1.5
+# Room in the student's context beyond prompt + max_tokens: the answer's parts are counted one by one, and text
+# appended to the prompt can tokenise a little differently across each hand-off (guidance, bursts, the student's).
+HANDOFF_MARGIN_TOKENS = 8
 
 
 @dataclass
@@ -71,8 +74,9 @@ class _TeacherCall:
 
 @dataclass
 class _Progress:
-    """An answer as it is put together: the teacher's calls, the text, the bursts."""
+    """An answer as it is put together: the teacher's calls, the text, the bursts, the budget they share."""
 
+    budget: AnswerBudget
     calls: list[_TeacherCall] = field(default_factory=list)
     guidance_text: str = ""
     student_text: str = ""  # everything after the guidance, bursts included
@@ -119,36 +123,53 @@ class AnswerFlow:
         received = time.monotonic()
         deadline = None if time_left is None else received + time_left
         rendered = self.student_format.render(params.input)
-        progress = _Progress()
+        model = self.engine.model
+        progress = _Progress(AnswerBudget(model, params.max_tokens))
+        # The request's prompt once, as the student reads it: what a student-only answer reports, in every mode.
+        prompt_tokens = len(model.tokenize_pieces(rendered.pieces))
         sequence: EngineSequence | None = None
         result: SequenceResult | None = None
         try:
             if params.mode == "teacher_only":
                 call = _TeacherCall()
+                part = progress.budget.text()
                 # aclosing everywhere: a caller that stops at a yield (a dropped stream) aborts the teacher call and
                 # frees the student at once, not when the generators are collected.
                 stream = self._stream(params, params.input, params.max_tokens, call, deadline, progress)
                 async with aclosing(stream) as texts:
                     async for text in texts:
-                        progress.guidance_text += text
-                        yield AnswerDelta(text, "guidance")
+                        kept = part.take(text)
+                        if kept:
+                            progress.guidance_text += kept
+                            yield AnswerDelta(kept, "guidance")
+                        if part.cut:  # at max_tokens in the student's tokenizer: closing the stream stops the teacher
+                            call.finished_at = time.monotonic()
+                            progress.budget.capped = True
+                            break
                 progress.failure = call.failure
                 if call.failure is not None:  # degraded: the student finishes what the teacher started
-                    continued = _GuidanceJoiner(rendered).for_student(call.text)
-                    sequence = self._submit(rendered, params, prompt_open=False, continuation=continued)
+                    if progress.budget.left > 0:
+                        continued = _GuidanceJoiner(rendered).for_student(progress.guidance_text)
+                        sequence = self._submit(
+                            rendered, params, prompt_open=False, continuation=continued, max_tokens=progress.budget.left
+                        )
+                    else:
+                        progress.budget.capped = True
             elif params.mode == "gkt" and params.guidance_tokens > 0:
                 # Submit first, so the student prefills its prompt while the guidance is on its way.
                 sequence = self._submit(rendered, params, prompt_open=True)
                 async with aclosing(self._guide(params, sequence, rendered, progress, deadline)) as guided:
                     async for delta in guided:
                         yield delta
-                if progress.end == "teacher_finished":
-                    # Nothing is left for the student; its prefill so far is still accounted when the cancel lands.
+                if progress.end == "teacher_finished" or progress.budget.left <= 0:
+                    # Nothing is left for the student (the teacher finished the answer, or the guidance took all of
+                    # max_tokens); its prefill so far is still accounted when the cancel lands.
+                    progress.budget.capped = progress.end != "teacher_finished"
                     sequence.cancel()
                     result = await sequence.wait()
                     sequence = None
                 else:
-                    sequence.close_prompt()
+                    sequence.close_prompt(progress.budget.left)
             else:
                 sequence = self._submit(rendered, params, prompt_open=False)
 
@@ -161,7 +182,7 @@ class AnswerFlow:
         finally:
             if sequence is not None:  # the caller went away (cancel or deadline): free the slot now
                 sequence.cancel()
-        yield self._assemble(params, progress, result, received)
+        yield self._assemble(params, progress, result, received, prompt_tokens)
 
     # ---- the guidance ------------------------------------------------------------------------------------------
 
@@ -176,10 +197,11 @@ class AnswerFlow:
         """Streams K tokens of guidance into the open prompt; adaptive: from the floor on, stops the teacher's
         request as soon as the student agrees. One teacher request either way, so an adaptive answer whose student
         never agrees is exactly the fixed answer."""
-        policy, budget = params.policy, params.guidance_tokens
+        policy = params.policy
         joiner = _GuidanceJoiner(rendered)
         call = _TeacherCall()
-        stream = self._stream(params, params.input, budget, call, deadline, progress)
+        part = progress.budget.text()  # K is at most max_tokens, but K teacher tokens may be more student tokens
+        stream = self._stream(params, params.input, params.guidance_tokens, call, deadline, progress)
 
         def agreed() -> bool:
             read = call.last.completion_tokens if call.last is not None else 0
@@ -192,9 +214,14 @@ class AnswerFlow:
                     call.finished_at = time.monotonic()
                     progress.end = "student_agreed"
                     return
-                sequence.append_text(joiner.for_student(item))
-                progress.guidance_text += item
-                yield AnswerDelta(item, "guidance")
+                kept = part.take(item)
+                if kept:
+                    sequence.append_text(joiner.for_student(kept))
+                    progress.guidance_text += kept
+                    yield AnswerDelta(kept, "guidance")
+                if part.cut:  # the guidance alone reached max_tokens: the teacher's request is stopped
+                    call.finished_at = time.monotonic()
+                    break
         progress.failure, progress.end = call.failure, self._end_of(call)
 
     @staticmethod
@@ -256,34 +283,59 @@ class AnswerFlow:
                     pausing = True
             if sequence.result is not None:
                 return
-            # Paused: a burst of teacher guidance continues the answer written so far.
-            burst = _TeacherCall(burst=True)  # a failed burst leaves the answer as it is: the student goes on
-            offset = len(progress.guidance_text) + len(progress.student_text)
-            continued = params.input.continued(progress.guidance_text + progress.student_text)
-            stream = self._stream(params, continued, params.policy.burst_tokens, burst, deadline, progress)
-            async with aclosing(stream) as texts:
-                async for text in texts:
-                    sequence.append_text(text)
-                    progress.student_text += text
-                    yield AnswerDelta(text, "guidance")
-            tokens = burst.done.completion_tokens if burst.done else (burst.last.completion_tokens if burst.last else 0)
-            progress.bursts.append(Burst(offset=offset, text=burst.text, teacher_tokens=tokens))
-            watch.burst_taken()
-            sequence.close_prompt()
+            # Paused: a burst of teacher guidance continues the answer written so far, within what is left of it.
+            budget = progress.budget
+            budget.student_tokens = sequence.completion_count
+            if budget.left > 0:
+                burst = _TeacherCall(burst=True)  # a failed burst leaves the answer as it is: the student goes on
+                offset = len(progress.guidance_text) + len(progress.student_text)
+                continued = params.input.continued(progress.guidance_text + progress.student_text)
+                part = budget.text()
+                tokens = min(params.policy.burst_tokens, budget.left)
+                stream = self._stream(params, continued, tokens, burst, deadline, progress)
+                async with aclosing(stream) as texts:
+                    async for text in texts:
+                        kept = part.take(text)
+                        if kept:
+                            sequence.append_text(kept)
+                            progress.student_text += kept
+                            yield AnswerDelta(kept, "guidance")
+                        if part.cut:
+                            burst.finished_at = time.monotonic()
+                            break
+                last = burst.done or burst.last
+                progress.bursts.append(
+                    Burst(offset=offset, text=part.text, teacher_tokens=last.completion_tokens if last else 0)
+                )
+                watch.burst_taken()
+            if budget.left <= 0:  # the answer is at max_tokens: the student writes no more
+                budget.capped = True
+                sequence.cancel()
+                await sequence.wait()
+                return
+            sequence.close_prompt(budget.left)
 
     def _submit(
-        self, rendered: RenderedPrompt, params: GenerateParams, *, prompt_open: bool, continuation: str = ""
+        self,
+        rendered: RenderedPrompt,
+        params: GenerateParams,
+        *,
+        prompt_open: bool,
+        continuation: str = "",
+        max_tokens: int | None = None,
     ) -> EngineSequence:
+        """The student's sequence; `max_tokens` (default: the request's) bounds what it generates, and appended text
+        with it: guidance and bursts are part of the same answer, so the context needs room for `max_tokens` only."""
         gkt = params.mode == "gkt" and params.guidance_tokens > 0
         policy = params.policy
         sampling = dataclasses.replace(
-            SamplingParams.of(params.sampling, params.max_tokens, rendered.stop),
+            SamplingParams.of(params.sampling, max_tokens or params.max_tokens, rendered.stop),
             score_appended=gkt and policy.kind == "adaptive",  # the student's agreement with the guidance
             report_entropy=gkt and policy.escalate,  # its uncertainty while it writes
         )
-        budget = math.ceil(GUIDANCE_RETOKENISE_FACTOR * params.guidance_tokens) + 8 if prompt_open else 0
+        budget = HANDOFF_MARGIN_TOKENS if prompt_open else 0
         if gkt and policy.escalate:
-            budget += policy.max_bursts * (math.ceil(GUIDANCE_RETOKENISE_FACTOR * policy.burst_tokens) + 8)
+            budget += 2 * policy.max_bursts  # two more hand-offs per burst
         return self.engine.submit(
             rendered.with_untrusted(continuation),
             sampling,
@@ -296,9 +348,14 @@ class AnswerFlow:
 
     @staticmethod
     def _assemble(
-        params: GenerateParams, progress: _Progress, result: SequenceResult | None, received: float
+        params: GenerateParams,
+        progress: _Progress,
+        result: SequenceResult | None,
+        received: float,
+        prompt_tokens: int,
     ) -> Answer:
-        """The `Answer`: text, finish reason, usage and timings per tier from the calls and the student's result."""
+        """The `Answer`: text, finish reason, usage (the whole answer's, and per tier) and timings per tier from the
+        calls and the student's result."""
         usage, timings = Usage(), Timings()
         finish_reason: FinishReason = "stop"
         if progress.calls and progress.calls[-1].done is not None and result is None:
@@ -319,6 +376,8 @@ class AnswerFlow:
                 timings.student_prompt_prefilled_seconds = (
                     result.submitted_at - received + result.initial_prompt_prefilled_seconds
                 )
+        if progress.budget.capped:
+            finish_reason = "length"
         for call in progress.calls:
             counts = call.done or call.last  # a call stopped early counts what the teacher had written
             if counts is not None:
@@ -335,6 +394,7 @@ class AnswerFlow:
         guidance_calls = [c for c in progress.calls if c.finished_at and not c.burst]
         if guidance_calls:
             timings.guidance_wait_seconds = guidance_calls[-1].finished_at - received
+        _whole_answer_usage(usage, progress.budget, result, prompt_tokens)
         now = time.monotonic()
         timings.time_to_first_token_seconds = (progress.first_output_at or now) - received
         timings.total_seconds = now - received
@@ -350,6 +410,20 @@ class AnswerFlow:
             bursts=tuple(progress.bursts),
             guidance_tokens=params.guidance_tokens if params.mode == "gkt" else 0,
         )
+
+
+def _whole_answer_usage(usage: Usage, budget: AnswerBudget, result: SequenceResult | None, prompt_tokens: int) -> None:
+    """OpenAI's usage for the answer, in the student's tokenizer: the prompt once, the answer's tokens (teacher text
+    counted by the student's tokenizer, plus what the student generated), and the prompt tokens a prefix cache served
+    (the student's; the teacher's share of its own prompt when the student did not read it)."""
+    usage.prompt_tokens = prompt_tokens
+    usage.completion_tokens = budget.text_tokens + (result.completion_tokens if result is not None else 0)
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+    if result is not None and result.initial_prompt_tokens:
+        usage.cached_prompt_tokens = min(result.cached_initial_prompt_tokens, prompt_tokens)
+    elif usage.teacher_prompt_tokens:
+        share = usage.teacher_cached_prompt_tokens / usage.teacher_prompt_tokens
+        usage.cached_prompt_tokens = min(round(prompt_tokens * share), prompt_tokens)
 
 
 async def _until(

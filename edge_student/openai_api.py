@@ -66,6 +66,8 @@ from shared.server.errors import (
     GktError,
     InvalidArgumentError,
     NotReadyError,
+    PermissionDeniedError,
+    UnauthenticatedError,
     http_status_for,
     status_for,
 )
@@ -86,7 +88,7 @@ _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
-    404: "not_found_error",
+    404: "invalid_request_error",  # OpenAI's type for an unknown model (code `model_not_found`)
     429: "rate_limit_error",
     499: "cancelled",
     503: "service_unavailable",
@@ -313,16 +315,20 @@ class OpenAIApi:
             )
         )
 
-    def _error_response(self, error: BaseException, path: str) -> JSONResponse:
+    def _error_response(self, error: BaseException, path: str, headers: dict[str, str] | None = None) -> JSONResponse:
         status = http_status_for(status_for(error)[0])
-        return JSONResponse(self._error_body(error, path).model_dump(mode="json"), status_code=status)
+        return JSONResponse(self._error_body(error, path).model_dump(mode="json"), status_code=status, headers=headers)
 
     def _count_error(self, path: str, code: grpc.StatusCode) -> None:
         self._metrics.count_error(path if path in _COUNTED_PATHS else "other", code.name, api="openai")
 
     def _denied(self, conn: HTTPConnection, error: AuthenticationError) -> Response:
+        """401 for a missing and a wrong token alike, as OpenAI and llama.cpp's server answer (the official client
+        raises `AuthenticationError`); gRPC keeps UNAUTHENTICATED / PERMISSION_DENIED apart."""
         denial = error.error if isinstance(error, _DeniedError) else GktError(str(error))
-        return self._error_response(denial, conn.url.path)
+        if isinstance(denial, (UnauthenticatedError, PermissionDeniedError)):
+            denial = UnauthenticatedError(str(denial))
+        return self._error_response(denial, conn.url.path, {"WWW-Authenticate": "Bearer"})
 
     async def _domain_error(self, request: Request, error: Exception) -> Response:
         return self._error_response(error, request.url.path)

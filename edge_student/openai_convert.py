@@ -166,6 +166,9 @@ def _translate(
         names["guidance_tokens"] = "gkt.guidance_tokens"
     elif guidance_tokens is not None:
         names["guidance_tokens"] = "model"
+    _refuse(
+        "stream_options", body.stream_options is not None and not body.stream, "is only allowed when stream is true"
+    )
     stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
     if isinstance(body.stop, str):
         names["stop[0]"] = "stop"
@@ -235,18 +238,14 @@ def finish_reason(answer: Answer) -> FinishReason:
 
 
 def usage_out(answer: Answer) -> UsageOut:
-    """Both tiers' counts added up: prompt = teacher prompt + student prompt (with the guidance it read), completion
-    = guidance + student tokens."""
+    """The whole answer's usage, as a one-model answer reports it (in the student's tokenizer): the prompt once, the
+    answer with its guidance; the per-tier counts are in the `gkt` extension."""
     u = answer.usage
-    prompt = u.teacher_prompt_tokens + u.student_prompt_tokens
-    completion = u.teacher_completion_tokens + u.student_completion_tokens
     return UsageOut(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        prompt_tokens_details=PromptTokensDetails(
-            cached_tokens=u.teacher_cached_prompt_tokens + u.student_cached_prompt_tokens
-        ),
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        total_tokens=u.total_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=u.cached_prompt_tokens),
     )
 
 

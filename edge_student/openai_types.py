@@ -52,14 +52,18 @@ class _CommonRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI fields the edge does not use are ignored, as vLLM does
 
     model: str = Field("gkt", description="gkt | gkt-student | gkt-teacher | gkt@K.")
-    max_tokens: StrictInt | None = None
+    max_tokens: StrictInt | None = Field(
+        None,
+        description="The most tokens of the whole answer (guidance + student, in the student's tokenizer); "
+        "K is clipped to it.",
+    )
     temperature: StrictFloat | None = None
     top_p: StrictFloat | None = None
     seed: StrictInt | None = None
     stop: str | list[str] | None = None
     n: StrictInt | None = None
     stream: StrictBool = False
-    stream_options: StreamOptions | None = None
+    stream_options: StreamOptions | None = Field(None, description="Only with `stream: true`.")
     gkt: GktOptions | None = None
     # Declared to be refused when used: the edge writes one answer, without log probabilities.
     logprobs: Any = None
@@ -70,7 +74,7 @@ class ChatCompletionRequest(_CommonRequest):
     """`POST /v1/chat/completions`."""
 
     messages: list[ChatMessageIn]
-    max_completion_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = Field(None, description="`max_tokens` by its newer name (wins).")
     continue_final_message: StrictBool = Field(
         False, description="The last message is the assistant's, to be continued (vLLM's name)."
     )
@@ -99,8 +103,8 @@ class PromptTokensDetails(BaseModel):
 
 
 class UsageOut(BaseModel):
-    """OpenAI's usage: each count is the sum over both tiers (each tier counts in its own tokenizer); the `gkt`
-    extension has them per tier."""
+    """OpenAI's usage, as a one-model answer reports it, in the student's tokenizer: `prompt_tokens` the prompt once,
+    `completion_tokens` the whole answer (guidance included); the `gkt` extension has the counts per tier."""
 
     prompt_tokens: int
     completion_tokens: int

@@ -1,5 +1,8 @@
 """One request's settings, whichever API it came through: the edge's defaults filled in and every value checked.
 
+`max_tokens` means the same on both doors and in every mode: the most tokens of the whole answer (guidance, student
+text, bursts), counted in the student's tokenizer; K is clipped to it.
+
 The gRPC servicer and the OpenAI-compatible HTTP facade both decode their wire format into plain values and call
 `generate_params`, so the two answer the same request alike and refuse the same bad input naming the same field
 (in the domain's names: `prompt`, `messages[0].role`, `max_tokens`, `guidance_tokens`, `temperature`, ...).
@@ -40,6 +43,8 @@ def generate_params(
     validate_token_count("max_tokens", max_tokens, minimum=1, maximum=settings.max_tokens_limit)
     guidance_tokens = settings.default_guidance_tokens if guidance_tokens is None else guidance_tokens
     validate_token_count("guidance_tokens", guidance_tokens, minimum=0, maximum=settings.max_guidance_tokens)
+    # `max_tokens` bounds the whole answer, guidance included: more guidance than that could never be used.
+    guidance_tokens = min(guidance_tokens, max_tokens)
     policy = settings.default_policy() if policy is None else policy
     validate_policy(policy)
     return GenerateParams(

@@ -56,7 +56,9 @@ class EdgeSettings(TierSettings, EngineSettings):
     default_guidance_tokens: int = Field(
         40, ge=0, description="K when a request sets none (the paper's GSM8K setting)."
     )
-    max_guidance_tokens: int = Field(512, ge=0, description="Largest K a request may ask for.")
+    max_guidance_tokens: int = Field(
+        512, ge=0, description="Largest K a request may ask for (a request's K is also clipped to its max_tokens)."
+    )
 
     # The guidance policy a request gets when it sets none (see GuidancePolicy in proto/gkt/v1/edge.proto).
     guidance_policy: PolicyKind = Field(
@@ -94,8 +96,13 @@ class EdgeSettings(TierSettings, EngineSettings):
             burst_tokens=self.escalation_burst_tokens,
         )
 
-    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
-    max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens a request may ask for.")
+    default_max_tokens: int = Field(
+        256,
+        ge=1,
+        description="max_tokens when a request sets none: the most tokens of the whole answer (guidance + student, "
+        "in the student's tokenizer), in every mode; K is clipped to it.",
+    )
+    max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens (whole answer) a request may ask for.")
 
     # Guidance deadlines: past them the edge answers with what it has and marks the answer degraded.
     guidance_first_token_timeout_seconds: float = Field(

@@ -89,7 +89,11 @@ def ask_main(argv: Sequence[str]) -> int:
     parser.add_argument("--edge", default="127.0.0.1:50052", help="edge address host:port (default %(default)s)")
     parser.add_argument("--mode", choices=list(MODES), default="gkt")
     parser.add_argument("--guidance-tokens", type=int, help="K: teacher tokens of guidance (edge default if unset)")
-    parser.add_argument("--max-tokens", type=int, help="most tokens after the guidance (edge default if unset)")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        help="most tokens of the whole answer, guidance included, in the student's tokenizer (edge default if unset)",
+    )
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--system-prompt", default="")

@@ -122,6 +122,7 @@ class SequenceResult:
     cached_prompt_tokens: int  # prompt tokens whose KV cells were reused from the prefix cache (not recomputed)
     submitted_at: float  # time.monotonic() at submission, to relate the durations above to the caller's clock
     error: str = ""
+    cached_initial_prompt_tokens: int = 0  # of `initial_prompt_tokens`, those reused from the prefix cache
 
 
 class _State(enum.Enum):
@@ -157,6 +158,7 @@ class EngineSequence:
     tokens: list[int] = field(default_factory=list)  # the current tokenisation of the whole prompt text
     initial_prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
+    cached_initial_prompt_tokens: int = 0
     n_past: int = 0  # prompt tokens already in the KV cache
     pending_text: list[str] = field(default_factory=list)
     # The text the output continues (guidance appended, or a continuation given at submission): stop sequences are
@@ -165,6 +167,7 @@ class EngineSequence:
     cancel_requested: bool = False
     pause_requested: bool = False
     completion_tokens: int = 0
+    token_limit: int = 0  # generation ends at this many completion tokens (`params.max_tokens` until lowered)
     generated: list[int] = field(default_factory=list)  # tokens fed back after the prompt, in the KV cells
     pending_row: tuple[int, Logits] | None = None  # logits of the last prefilled position, before its next token
     scoring: bool = False  # scores appended text (until the first pause: bursts are not scored)
@@ -187,6 +190,9 @@ class EngineSequence:
     progress_version: int = 0  # counts deliveries of scores and the result
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def __post_init__(self) -> None:
+        self.token_limit = self.params.max_tokens
+
     def append_text(self, text: str) -> None:
         """Appends text to an open prompt (e.g. a guidance delta); the engine re-tokenises and prefills it."""
         if text:
@@ -203,9 +209,12 @@ class EngineSequence:
             self._progress.clear()
             await self._progress.wait()
 
-    def close_prompt(self) -> None:
-        """Marks the prompt complete: once it is prefilled, generation starts."""
-        self.engine._close_prompt(self)
+    def close_prompt(self, max_tokens: int | None = None) -> None:
+        """Marks the prompt complete: once it is prefilled, generation starts. `max_tokens`: at most this many
+        tokens more (e.g. what the answer's budget leaves after the guidance); unset, `params.max_tokens` in all."""
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        self.engine._close_prompt(self, max_tokens)
 
     def cancel(self) -> None:
         """Stops the sequence and frees its slot and KV cells (safe to call more than once, from any thread)."""
@@ -353,9 +362,9 @@ class BatchedLlamaEngine:
         needed = n_prompt + appended_budget + params.max_tokens
         if needed > self.n_ctx_per_slot:
             raise ContextTooSmallError(
-                f"the prompt's {n_prompt} tokens, up to {appended_budget} tokens of guidance and max_tokens "
-                f"{params.max_tokens} need {needed} tokens; a request's context holds {self.n_ctx_per_slot}: "
-                "lower max_tokens or guidance_tokens"
+                f"the prompt's {n_prompt} tokens, max_tokens {params.max_tokens} and {appended_budget} tokens of room "
+                f"for appended text need {needed} tokens; a request's context holds {self.n_ctx_per_slot}: "
+                "lower max_tokens (it includes any guidance) or shorten the prompt"
             )
         sequence = EngineSequence(
             engine=self,
@@ -449,8 +458,10 @@ class BatchedLlamaEngine:
             sequence.pause_requested = True
             self._lock.notify()
 
-    def _close_prompt(self, sequence: EngineSequence) -> None:
+    def _close_prompt(self, sequence: EngineSequence, max_tokens: int | None) -> None:
         with self._lock:
+            if max_tokens is not None:  # the sequence is not generating while its prompt is open: the count is still
+                sequence.token_limit = sequence.completion_tokens + max_tokens
             sequence.prompt_open = False
             self._lock.notify()
 
@@ -591,7 +602,7 @@ class BatchedLlamaEngine:
                 best_seq, best = seq_id, common // chunk * chunk
         if best:
             llama_cpp.llama_memory_seq_cp(self._memory, best_seq, sequence.slot, 0, best)
-            sequence.n_past = sequence.cached_prompt_tokens = best
+            sequence.n_past = sequence.cached_prompt_tokens = sequence.cached_initial_prompt_tokens = best
 
     def _remember_prefix(self, sequence: EngineSequence) -> None:
         """Keeps the finished sequence's prompt prefix (whole blocks) in the prefix cache, replacing the old one."""
@@ -811,7 +822,7 @@ class BatchedLlamaEngine:
             sequence._emit(_Event(text=delta, entropy=uncertainty, completion_tokens=sequence.completion_tokens))
         if sequence.text_stream.stopped:
             self._finish(sequence, "stop")
-        elif sequence.completion_tokens >= sequence.params.max_tokens or sequence.n_past + 1 >= self.n_ctx_per_slot:
+        elif sequence.completion_tokens >= sequence.token_limit or sequence.n_past + 1 >= self.n_ctx_per_slot:
             self._finish(sequence, "length")
         else:
             sequence.next_token = token
@@ -872,6 +883,7 @@ class BatchedLlamaEngine:
             cached_prompt_tokens=sequence.cached_prompt_tokens,
             submitted_at=sequence.submitted_at,
             error=error,
+            cached_initial_prompt_tokens=sequence.cached_initial_prompt_tokens,
         )
 
     def _finish_all_cancelled(self) -> None:

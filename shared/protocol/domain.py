@@ -139,7 +139,8 @@ class Burst:
 
 @dataclass
 class Usage:
-    """Token counts per tier, each in its own tokenizer."""
+    """Token counts per tier, each in its own tokenizer; and the whole answer's, as one model's answer reports them
+    (in the student's tokenizer: the prompt once, the answer with its guidance; see `Usage` in edge.proto)."""
 
     teacher_prompt_tokens: int = 0
     teacher_completion_tokens: int = 0
@@ -148,6 +149,10 @@ class Usage:
     student_completion_tokens: int = 0
     student_guidance_tokens: int = 0
     student_cached_prompt_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_prompt_tokens: int = 0
 
 
 @dataclass

@@ -30,14 +30,13 @@ def validate_prompt_input(prompt_input: PromptInput, *, max_prompt_chars: int) -
         if not message.content:
             raise InvalidArgumentError(f"messages[{index}].content", "is empty")
         total += len(message.content)
-    if prompt_input.continue_final_message:
-        if not prompt_input.messages or prompt_input.messages[-1].role != "assistant":
-            raise InvalidArgumentError(
-                "continue_final_message", "needs a conversation whose last message has role 'assistant'"
-            )
-    elif prompt_input.messages and prompt_input.messages[-1].role != "user":
+    # A conversation may end with any role: a new assistant turn answers it (as OpenAI and vLLM do), unless
+    # `continue_final_message` asks to continue the final assistant message instead.
+    if prompt_input.continue_final_message and (
+        not prompt_input.messages or prompt_input.messages[-1].role != "assistant"
+    ):
         raise InvalidArgumentError(
-            "messages", "the last message must have role 'user' (or set continue_final_message to continue it)"
+            "continue_final_message", "needs a conversation whose last message has role 'assistant'"
         )
     if total > max_prompt_chars:
         raise InvalidArgumentError("prompt", f"is {total} characters long; the limit is {max_prompt_chars}")

@@ -41,11 +41,11 @@ TOP_LEVEL_KEYS = {
 def test_command_line_defaults_follow_the_paper() -> None:
     config = config_from_args(["--dataset", "gsm8k"]).resolved()
     assert config.guidance_tokens == (PAPER_GUIDANCE_TOKENS["gsm8k"],) == (40,)
-    assert config.max_tokens == 300 and config.modes == ("teacher", "student", "gkt")
+    assert config.max_tokens == 340 and config.modes == ("teacher", "student", "gkt")
     assert config.edge is None and config.teacher_backend == "vllm"
     assert config.out is not None and config.out.name == "gsm8k.json"
     csqa = config_from_args(["--dataset", "csqa", "--guidance-tokens", "30,10", "--limit", "5"]).resolved()
-    assert (csqa.guidance_tokens, csqa.max_tokens, csqa.limit) == ((30, 10), 100, 5)
+    assert (csqa.guidance_tokens, csqa.max_tokens, csqa.limit) == ((30, 10), 130, 5)
     assert [spec.key for spec in csqa.mode_specs()] == ["teacher", "student", "gkt@10", "gkt@30"]
     adaptive = config_from_args(
         [

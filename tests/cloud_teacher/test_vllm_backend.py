@@ -193,7 +193,7 @@ async def test_a_student_that_always_agrees_reads_exactly_the_floor(vllm_teacher
     request = edge_pb2.GenerateRequest(
         conversation=common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content=question)]),
         guidance_tokens=k,
-        max_tokens=12,
+        max_tokens=k + 12,  # the whole answer: K, then the student's
         sampling=common_pb2.Sampling(temperature=0.0),
         guidance_policy=policy,
     )

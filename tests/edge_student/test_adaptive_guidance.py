@@ -50,12 +50,12 @@ async def test_stopping_early_aborts_the_teachers_generation(teacher_server: Tea
     """A student that always agrees stops the guidance at the floor: the teacher's request is aborted (its token
     counter stops rising, its slot is freed, far fewer than K tokens written), and the student's answer starts with
     exactly the guidance it read. (Exactly the floor, on the slow default teacher: test_vllm_backend.py.)"""
-    floor, k = 5, 200
+    floor, k = 5, 120
     policy = adaptive(floor_tokens=floor, window=2, min_top1_fraction=0.0, min_mean_logprob=ALWAYS)
     async with running_edge(teacher_server.port) as edge:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
             before = teacher_tokens(teacher_server)
-            response = await edge_pb2_grpc.EdgeServiceStub(channel).Generate(request(k, policy))
+            response = await edge_pb2_grpc.EdgeServiceStub(channel).Generate(request(k, policy, max_tokens=k))
     assert response.guidance_end == edge_pb2.GUIDANCE_END_STUDENT_AGREED
     read = response.usage.teacher_completion_tokens
     # This teacher writes a token every ~25 ms, faster than the student scores them: it runs a little past the floor.

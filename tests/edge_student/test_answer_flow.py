@@ -6,6 +6,7 @@ The same flow runs on the real engine and real teachers in test_gkt_flow.py, tes
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -48,13 +49,16 @@ class FakeSequence:
     cancelled: bool = False
     result: SequenceResult | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    limit: int | None = None  # what `close_prompt` allowed it to write
+    completion_count: int = 0
 
     def append_text(self, text: str) -> None:
         assert self.prompt_open, "text appended to a closed prompt"
         self.appended.append(text)
 
-    def close_prompt(self) -> None:
+    def close_prompt(self, max_tokens: int | None = None) -> None:
         self.prompt_open = False
+        self.limit = max_tokens
         self.closed.set()
 
     def cancel(self) -> None:
@@ -86,9 +90,11 @@ class FakeSequence:
         if self.cancelled:
             self.result = self._result("", "cancelled")
             return
-        for word in self.reply.split(" "):
+        words = self.reply.split(" ")[: self.limit or self.params.max_tokens]
+        for word in words:
+            self.completion_count += 1
             yield word + " "
-        self.result = self._result(self.reply + " ", self.outcome)
+        self.result = self._result(" ".join(words) + " ", self.outcome)
 
     async def wait(self) -> SequenceResult:
         async for _ in self.stream():
@@ -97,10 +103,32 @@ class FakeSequence:
         return self.result
 
 
+class WordTokenizer:
+    """A token per word with its leading white space (lossless, like a byte-level tokenizer)."""
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        tokens = []
+        for word in re.findall(r"\s*\S+|\s+$", text):
+            if word not in self.words:
+                self.words.append(word)
+            tokens.append(self.words.index(word))
+        return tokens
+
+    def tokenize_pieces(self, pieces: Sequence[tuple[str, bool]]) -> list[int]:
+        return self.tokenize("".join(text for text, _ in pieces))
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.words[token].encode()
+
+
 class FakeEngine:
     def __init__(self, reply: str = "the student's words", outcome: str = "stop") -> None:
         self.reply, self.outcome = reply, outcome
         self.sequences: list[FakeSequence] = []
+        self.model = WordTokenizer()
 
     def submit(
         self,
@@ -139,12 +167,14 @@ class ScriptedTeacherClient:
         yield GuidanceDone(prompt_tokens=7, completion_tokens=len(self.deltas), finish_reason=self.finish)
 
 
-def params(mode: Mode = "gkt", guidance_tokens: int = 3, prompt: str = "Q: why?\nA:") -> GenerateParams:
+def params(
+    mode: Mode = "gkt", guidance_tokens: int = 3, prompt: str = "Q: why?\nA:", max_tokens: int = 16
+) -> GenerateParams:
     return GenerateParams(
         input=PromptInput(prompt=prompt),
         mode=mode,
         guidance_tokens=guidance_tokens,
-        max_tokens=16,
+        max_tokens=max_tokens,
         sampling=Sampling(temperature=0.0, top_p=1.0, seed=1, stop=("\nQ:",)),
     )
 
@@ -241,3 +271,46 @@ async def test_k_zero_in_gkt_mode_is_the_student_alone() -> None:
 async def test_a_failed_student_is_a_backend_error() -> None:
     with pytest.raises(BackendError, match="the student engine failed"):
         await collect(flow(ScriptedTeacherClient(), FakeEngine(outcome="error")), params())
+
+
+# ---- max_tokens: the whole answer, in the student's tokenizer ----------------------------------------------------
+
+
+async def test_the_student_writes_only_what_the_guidance_left_of_max_tokens() -> None:
+    engine = FakeEngine(reply="one two three four five six")
+    _, answer = await collect(flow(ScriptedTeacherClient(), engine), params(max_tokens=5))
+    (sequence,) = engine.sequences
+    assert sequence.limit == 2, "3 guidance tokens of 5: 2 left for the student"
+    assert answer.student_text == "one two " and answer.finish_reason == "stop"
+    usage = answer.usage
+    assert (usage.completion_tokens, usage.prompt_tokens) == (5, 3)  # "Q:", " why?", "\nA:"
+    assert usage.total_tokens == 8
+
+
+@pytest.mark.parametrize("mode", ["gkt", "teacher_only"])
+async def test_teacher_text_is_cut_at_max_tokens_and_ends_with_length(mode: Mode) -> None:
+    engine = FakeEngine()
+    deltas, answer = await collect(flow(ScriptedTeacherClient(), engine), params(mode, max_tokens=2))
+    assert answer.guidance_text == " The teacher" and "".join(d.text for d in deltas) == " The teacher"
+    assert answer.student_text == "" and answer.finish_reason == "length"
+    assert answer.usage.completion_tokens == 2 and answer.usage.prompt_tokens == 3
+    if mode == "gkt":
+        assert engine.sequences[0].cancelled and engine.sequences[0].appended == [" The", " teacher"]
+    else:
+        assert engine.sequences == []
+
+
+async def test_guidance_that_fills_max_tokens_exactly_leaves_the_student_nothing() -> None:
+    engine = FakeEngine()
+    _, answer = await collect(flow(ScriptedTeacherClient(), engine), params(max_tokens=3))
+    assert engine.sequences[0].cancelled and answer.student_text == ""
+    assert answer.finish_reason == "length" and answer.usage.completion_tokens == 3
+
+
+async def test_prompt_tokens_are_the_prompt_once_in_every_mode() -> None:
+    counts = set()
+    for mode in ("gkt", "student_only", "teacher_only"):
+        _, answer = await collect(flow(ScriptedTeacherClient(), FakeEngine()), params(mode))  # type: ignore[arg-type]
+        counts.add(answer.usage.prompt_tokens)
+        assert answer.usage.completion_tokens == len(answer.guidance_text.split()) + len(answer.student_text.split())
+    assert counts == {3}

@@ -121,7 +121,7 @@ async def test_waiting_for_guidance_costs_no_cpu() -> None:
         await asyncio.to_thread(edge.wait_ready, 120)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
             stub = edge_pb2_grpc.EdgeServiceStub(channel)
-            call = asyncio.ensure_future(stub.Generate(ask("rivers", guidance_tokens=6, max_tokens=4), timeout=60))
+            call = asyncio.ensure_future(stub.Generate(ask("rivers", guidance_tokens=6, max_tokens=10), timeout=60))
             await asyncio.wait_for(pausing.paused.wait(), 30)
             await asyncio.sleep(0.5)  # the edge prefills the prompt and the guidance it has, then waits
             cpu, wall = process_cpu_seconds(edge.process.pid), time.monotonic()
@@ -165,7 +165,7 @@ async def test_client_cancel_aborts_the_teacher_request(
     edge_server: EdgeServer,  # type: ignore[no-untyped-def]
     edge_stub: edge_pb2_grpc.EdgeServiceStub,
 ) -> None:
-    call = edge_stub.GenerateStream(ask("the history of the world", guidance_tokens=500, max_tokens=8))
+    call = edge_stub.GenerateStream(ask("the history of the world", guidance_tokens=500, max_tokens=508))
     async for chunk in call:
         if chunk.delta.segment == edge_pb2.SEGMENT_GUIDANCE:
             break  # the teacher is generating guidance for us now

@@ -48,7 +48,9 @@ async def test_teacher_killed_hung_restarted_and_the_breaker() -> None:
                 assert not healthy.degraded
 
                 # Killed in the middle of a stream: the student finishes from the guidance that arrived.
-                long_guidance = chat("Tell me everything about the history of Rome.", guidance_tokens=400, max_tokens=8)
+                long_guidance = chat(
+                    "Tell me everything about the history of Rome.", guidance_tokens=400, max_tokens=416
+                )
                 call = stub.GenerateStream(long_guidance)
                 guidance_so_far = ""
                 final = None

@@ -69,7 +69,7 @@ async def test_handoff_between_different_tokenizers(
         "Q: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
         "How many clips did Natalia sell altogether in April and May?\nA: In May she sold 48/2 ="
     )
-    response = await edge_stub.Generate(edge_pb2.GenerateRequest(prompt=prompt, guidance_tokens=30, max_tokens=8))
+    response = await edge_stub.Generate(edge_pb2.GenerateRequest(prompt=prompt, guidance_tokens=30, max_tokens=38))
     guidance = response.guidance_text
     teacher_model = teacher_server.backend._engine.model  # type: ignore[attr-defined]
     assert edge_server.engine is not None
@@ -103,10 +103,11 @@ async def test_teacher_only_is_the_teachers_answer_alone(
         teacher_pb2.GuidanceRequest(conversation=conversation(), guidance_tokens=30)
     ):
         direct += chunk.delta.text
-    assert response.text == response.guidance_text == direct
+    # max_tokens counts the answer in the student's tokens: the teacher's 30 (Gemma) tokens may be cut shorter.
+    assert response.text == response.guidance_text and direct.startswith(response.text) and response.text
     assert response.student_text == ""
     assert response.usage.student_prompt_tokens == 0 and response.usage.student_completion_tokens == 0
-    assert 0 < response.usage.teacher_completion_tokens <= 30
+    assert 0 < response.usage.teacher_completion_tokens <= 30 and 0 < response.usage.completion_tokens <= 30
 
 
 async def test_same_seed_same_answer(edge_stub: edge_pb2_grpc.EdgeServiceStub) -> None:

@@ -71,9 +71,15 @@ def assert_same_answer(extension: dict[str, Any], expected: edge_pb2.GenerateRes
 
 
 def assert_usage_adds_up(usage: Any, extension: dict[str, Any]) -> None:
+    """OpenAI's usage is the whole answer's (the prompt once, guidance in the answer), as gRPC's whole-answer
+    fields report it."""
     tiers = extension["usage"]
-    assert usage.prompt_tokens == tiers["teacher_prompt_tokens"] + tiers["student_prompt_tokens"]
-    assert usage.completion_tokens == tiers["teacher_completion_tokens"] + tiers["student_completion_tokens"]
+    assert (
+        usage.prompt_tokens
+        == tiers["prompt_tokens"]
+        == tiers["student_prompt_tokens"] - tiers["student_guidance_tokens"]
+    )
+    assert usage.completion_tokens == tiers["completion_tokens"]
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
@@ -227,6 +233,8 @@ async def test_student_model_makes_no_teacher_call(teacher_server: TeacherServer
 
 async def test_gkt_at_k_caps_the_teacher_tokens(client: openai.AsyncOpenAI) -> None:
     response = await client.chat.completions.create(model="gkt@5", messages=user(), max_tokens=12)
+    clipped = await client.chat.completions.create(model="gkt@5", messages=user(), max_tokens=3)
+    assert gkt(clipped)["guidance_tokens"] == 3, "K is clipped to max_tokens"
     extension = gkt(response)
     assert extension["mode"] == "gkt" and extension["guidance_tokens"] == 5
     assert 0 < extension["usage"]["teacher_completion_tokens"] <= 5
@@ -293,10 +301,9 @@ async def test_continue_final_message_continues_the_assistant_text(
     fresh = await client.chat.completions.create(model=model, messages=user(), max_tokens=12)
     assert fresh.choices[0].message.content != continuation, "the prefill changed nothing"
 
-    # Without the flag, a conversation ending with the assistant is refused, as on gRPC.
-    with pytest.raises(openai.BadRequestError) as refused:
-        await client.chat.completions.create(model=model, messages=messages, max_tokens=4)
-    assert refused.value.param == "messages"
+    # Without the flag, a new assistant turn answers the conversation (as OpenAI and vLLM do): not the continuation.
+    answered = await client.chat.completions.create(model=model, messages=messages, max_tokens=12)
+    assert answered.choices[0].message.content != continuation
 
 
 # ---- errors ------------------------------------------------------------------------------------------------------
@@ -378,6 +385,7 @@ HTTP_BAD_REQUESTS = {
     "n above one": ({"n": 2}, "n", 400),
     "logprobs": ({"logprobs": True}, "logprobs", 400),
     "unknown model": ({"model": "gpt-4o"}, "model", 404),
+    "stream_options without stream": ({"stream_options": {"include_usage": True}}, "stream_options", 400),
     "K of the model name above the limit": ({"model": "gkt@100000"}, "model", 400),
     "K of the extension above the limit": (
         {"extra_body": {"gkt": {"guidance_tokens": 100000}}},
@@ -426,17 +434,17 @@ async def test_bearer_tokens_as_on_grpc(teacher_server: TeacherServer) -> None:
             assert missing.status_code == 401
             assert missing.json()["error"]["type"] == "authentication_error"
             assert (await http.get("/health")).status_code == 200  # probes need no token, as on gRPC
-        async with client_for(edge, api_key="guess") as wrong:
-            with pytest.raises(openai.PermissionDeniedError):
+        async with client_for(edge, api_key="guess") as wrong:  # 401 as OpenAI answers (gRPC: PERMISSION_DENIED)
+            with pytest.raises(openai.AuthenticationError):
                 await wrong.chat.completions.create(model="gkt-student", messages=user("hi"), max_tokens=2)
-            with pytest.raises(openai.PermissionDeniedError):
+            with pytest.raises(openai.AuthenticationError):
                 await wrong.models.list()
         async with client_for(edge, api_key="app-token-7-0123456789") as right:
             response = await right.chat.completions.create(model="gkt-student", messages=user("hi"), max_tokens=2)
             assert response.choices[0].message.content
         registry = edge.metrics.registry
-        assert errors(registry, "UNAUTHENTICATED", api="openai", method="/v1/chat/completions") == 1
-        assert errors(registry, "PERMISSION_DENIED", api="openai") == 2
+        assert errors(registry, "UNAUTHENTICATED", api="openai", method="/v1/chat/completions") == 2
+        assert errors(registry, "UNAUTHENTICATED", api="openai") == 3
 
 
 async def test_full_queue_is_429_and_the_edge_keeps_serving(teacher_server: TeacherServer) -> None:

@@ -92,6 +92,7 @@ def test_request_options() -> None:
         chat(max_tokens=5, max_completion_tokens=7, stream=True, stream_options={"include_usage": True}), SETTINGS
     )
     assert translated.params.max_tokens == 7  # OpenAI's newer name wins
+    assert chat_request(chat(model="gkt@40", max_tokens=4), SETTINGS).params.guidance_tokens == 4  # K clipped
     assert translated.stream and translated.include_usage and translated.timeout_seconds is None
     messages = [
         {"role": "developer", "content": "Be brief."},
@@ -121,6 +122,7 @@ def test_request_options() -> None:
         ({"tools": [{"type": "function"}]}, "tools"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"seed": 2**64}, "seed"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream: true
     ],
 )
 def test_errors_name_the_field_as_the_caller_spelt_it(fields: dict[str, Any], field: str) -> None:
@@ -137,7 +139,7 @@ def test_completion_takes_one_text_prompt() -> None:
     assert caught.value.field == "prompt"
 
 
-def test_usage_adds_both_tiers() -> None:
+def test_usage_is_the_whole_answers_not_the_tiers_added_up() -> None:
     usage = Usage(
         teacher_prompt_tokens=10,
         teacher_completion_tokens=4,
@@ -146,10 +148,14 @@ def test_usage_adds_both_tiers() -> None:
         student_completion_tokens=30,
         student_guidance_tokens=5,
         student_cached_prompt_tokens=3,
+        prompt_tokens=15,
+        completion_tokens=35,
+        total_tokens=50,
+        cached_prompt_tokens=3,
     )
     out = usage_of(Answer("g", "s", "gkt", "stop", usage, Timings()))
-    assert (out.prompt_tokens, out.completion_tokens, out.total_tokens) == (30, 34, 64)
-    assert out.prompt_tokens_details.cached_tokens == 5
+    assert (out.prompt_tokens, out.completion_tokens, out.total_tokens) == (15, 35, 50)
+    assert out.prompt_tokens_details.cached_tokens == 3
 
 
 @pytest.mark.parametrize(

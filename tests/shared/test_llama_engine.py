@@ -138,6 +138,12 @@ async def test_open_prompt_gives_the_same_answer_however_the_text_arrives(engine
         streamed = await sequence.wait()
         assert streamed.text == whole.text, f"guidance in pieces of {piece} characters changed the answer"
         assert streamed.prompt_tokens == whole.prompt_tokens
+    # `close_prompt(max_tokens)` lowers what the sequence may write (what an answer's budget leaves after guidance).
+    limited = engine.submit(prompt, params, prompt_open=True)
+    limited.append_text(guidance)
+    limited.close_prompt(max_tokens=3)
+    shorter = await limited.wait()
+    assert shorter.completion_tokens == 3 and shorter.finish_reason == "length" and whole.text.startswith(shorter.text)
     assert_clean(engine)
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from shared.prompt_formats import ChatTemplateFormat, CompletionFormat, select_prompt_format
 from shared.protocol.domain import ChatMessage, PromptInput
+from shared.protocol.validation import validate_prompt_input
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
@@ -53,6 +54,16 @@ def test_continuing_the_final_assistant_message_in_both_formats() -> None:
     assert not chat.strip_guidance_start, "guidance continues the given text as written"
     completion = CompletionFormat().render(PromptInput(messages=turns, continue_final_message=True))
     assert completion.text == "Q: Capital of France?\nA: The capital"
+
+
+def test_a_final_plain_assistant_message_is_answered_in_a_new_turn_in_both_formats() -> None:
+    """As OpenAI and vLLM do: valid input (both tiers validate it alike), and a new assistant turn follows it."""
+    turns = PromptInput(messages=(ChatMessage("user", "Capital of France?"), ChatMessage("assistant", "Paris.")))
+    validate_prompt_input(turns, max_prompt_chars=1000)
+    chat = ChatTemplateFormat(CHATML).render(turns)
+    assert chat.text.endswith("<|im_start|>assistant\nParis.<|im_end|>\n<|im_start|>assistant\n")
+    assert chat.strip_guidance_start
+    assert CompletionFormat().render(turns).text == "Q: Capital of France?\nA: Paris.\nA:"
 
 
 def test_continued_input_is_the_answer_so_far_as_an_assistant_prefill() -> None:

@@ -102,7 +102,6 @@ def test_modes_and_server_info() -> None:
         (PromptInput(prompt="a", messages=(ChatMessage("user", "b"),)), "prompt"),
         (PromptInput(messages=(ChatMessage("robot", "b"),)), "messages[0].role"),
         (PromptInput(messages=(ChatMessage("user", ""),)), "messages[0].content"),
-        (PromptInput(messages=(ChatMessage("user", "a"), ChatMessage("assistant", "b"))), "messages"),
         (PromptInput(prompt="x" * 11), "prompt"),
         (PromptInput(messages=(ChatMessage("user", "a"),), continue_final_message=True), "continue_final_message"),
         (PromptInput(prompt="a", continue_final_message=True), "continue_final_message"),

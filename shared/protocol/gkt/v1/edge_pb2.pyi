@@ -135,7 +135,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., system_prompt: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., guidance_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ..., continue_final_message: _Optional[bool] = ..., guidance_policy: _Optional[_Union[GuidancePolicy, _Mapping]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("teacher_prompt_tokens", "teacher_completion_tokens", "student_prompt_tokens", "student_completion_tokens", "student_guidance_tokens", "student_cached_prompt_tokens", "teacher_cached_prompt_tokens")
+    __slots__ = ("teacher_prompt_tokens", "teacher_completion_tokens", "student_prompt_tokens", "student_completion_tokens", "student_guidance_tokens", "student_cached_prompt_tokens", "teacher_cached_prompt_tokens", "prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens")
     TEACHER_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEACHER_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STUDENT_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +143,10 @@ class Usage(_message.Message):
     STUDENT_GUIDANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STUDENT_CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEACHER_CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     teacher_prompt_tokens: int
     teacher_completion_tokens: int
     student_prompt_tokens: int
@@ -150,7 +154,11 @@ class Usage(_message.Message):
     student_guidance_tokens: int
     student_cached_prompt_tokens: int
     teacher_cached_prompt_tokens: int
-    def __init__(self, teacher_prompt_tokens: _Optional[int] = ..., teacher_completion_tokens: _Optional[int] = ..., student_prompt_tokens: _Optional[int] = ..., student_completion_tokens: _Optional[int] = ..., student_guidance_tokens: _Optional[int] = ..., student_cached_prompt_tokens: _Optional[int] = ..., teacher_cached_prompt_tokens: _Optional[int] = ...) -> None: ...
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_prompt_tokens: int
+    def __init__(self, teacher_prompt_tokens: _Optional[int] = ..., teacher_completion_tokens: _Optional[int] = ..., student_prompt_tokens: _Optional[int] = ..., student_completion_tokens: _Optional[int] = ..., student_guidance_tokens: _Optional[int] = ..., student_cached_prompt_tokens: _Optional[int] = ..., teacher_cached_prompt_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("teacher_time_to_first_token_seconds", "teacher_total_seconds", "guidance_wait_seconds", "student_queue_seconds", "student_prefill_seconds", "student_decode_seconds", "time_to_first_token_seconds", "total_seconds", "student_prompt_prefilled_seconds")
