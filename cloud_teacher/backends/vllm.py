@@ -155,7 +155,9 @@ class VllmBackend(TeacherBackend):
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()
         self._dtype = str(self._engine.model_config.dtype).removeprefix("torch.")
-        self._format = select_prompt_format(s.prompt_format, getattr(self._tokenizer, "chat_template", None))
+        self._format = select_prompt_format(
+            s.prompt_format, getattr(self._tokenizer, "chat_template", None), s.chat_template_file
+        )
         # Warm-up before SERVING: the first request pays for graph/kernel set-up.
         async for _ in self._generate(_warmup_params()):
             pass
