@@ -13,6 +13,9 @@ from shared.server.errors import InvalidArgumentError
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_LENGTH = 64
 MAX_TEMPERATURE = 2.0
+# Escalation bounds: each burst is a teacher call re-reading the prompt and the answer so far.
+MAX_BURSTS = 16
+MAX_BURST_TOKENS = 256
 
 
 def validate_prompt_input(prompt_input: PromptInput, *, max_prompt_chars: int) -> None:
@@ -71,8 +74,14 @@ def validate_policy(policy: GuidancePolicy) -> None:
     for name in ("floor_tokens", "window", "entropy_run", "burst_tokens"):
         if getattr(policy, name) < 1:
             raise InvalidArgumentError(f"guidance_policy.{name}", f"must be at least 1, got {getattr(policy, name)}")
-    if policy.max_bursts < 0:
-        raise InvalidArgumentError("guidance_policy.max_bursts", f"must be 0 or more, got {policy.max_bursts}")
+    if not 0 <= policy.max_bursts <= MAX_BURSTS:
+        raise InvalidArgumentError(
+            "guidance_policy.max_bursts", f"must be between 0 and {MAX_BURSTS}, got {policy.max_bursts}"
+        )
+    if policy.burst_tokens > MAX_BURST_TOKENS:
+        raise InvalidArgumentError(
+            "guidance_policy.burst_tokens", f"must be at most {MAX_BURST_TOKENS}, got {policy.burst_tokens}"
+        )
     if not 0.0 <= policy.min_top1_fraction <= 1.0:  # also rejects NaN
         raise InvalidArgumentError(
             "guidance_policy.min_top1_fraction", f"must be between 0 and 1, got {policy.min_top1_fraction}"
