@@ -231,6 +231,14 @@ class AnswerFlow:
                     else:
                         call.done = event
             self.breaker.record_success()
+        except (GeneratorExit, asyncio.CancelledError):
+            # Stopped by the edge (the student agreed, the app went away or its deadline passed) while the teacher
+            # was delivering: a teacher that answered is healthy. Without an outcome a half-open breaker would stay
+            # half-open, and failures on either side of these calls would count as consecutive.
+            if call.last is not None:
+                self.breaker.record_success()
+            call.finished_at = time.monotonic()
+            raise
         except TeacherUnavailableError as failure:
             if failure.teacher_at_fault:  # failures the caller caused say nothing about the teacher's health
                 self.breaker.record_failure()
@@ -266,8 +274,16 @@ class AnswerFlow:
                     sequence.append_text(text)
                     progress.student_text += text
                     yield AnswerDelta(text, "guidance")
-            tokens = burst.done.completion_tokens if burst.done else (burst.last.completion_tokens if burst.last else 0)
-            progress.bursts.append(Burst(offset=offset, text=burst.text, teacher_tokens=tokens))
+            counts = burst.done or burst.last
+            progress.bursts.append(
+                Burst(
+                    offset=offset,
+                    text=burst.text,
+                    teacher_tokens=counts.completion_tokens if counts else 0,
+                    prompt_tokens=counts.prompt_tokens if counts else 0,
+                    cached_prompt_tokens=counts.cached_prompt_tokens if counts else 0,
+                )
+            )
             watch.burst_taken()
             sequence.close_prompt()
 
