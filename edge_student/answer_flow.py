@@ -118,7 +118,8 @@ class AnswerFlow:
         """
         received = time.monotonic()
         deadline = None if time_left is None else received + time_left
-        rendered = self.student_format.render(params.input)
+        # Rendering and tokenising a long conversation take milliseconds: off the loop that serves every stream.
+        rendered = await asyncio.to_thread(self.student_format.render, params.input)
         progress = _Progress()
         sequence: EngineSequence | None = None
         result: SequenceResult | None = None
@@ -135,10 +136,10 @@ class AnswerFlow:
                 progress.failure = call.failure
                 if call.failure is not None:  # degraded: the student finishes what the teacher started
                     continued = _GuidanceJoiner(rendered).for_student(call.text)
-                    sequence = self._submit(rendered, params, prompt_open=False, continuation=continued)
+                    sequence = await self._submit(rendered, params, prompt_open=False, continuation=continued)
             elif params.mode == "gkt" and params.guidance_tokens > 0:
                 # Submit first, so the student prefills its prompt while the guidance is on its way.
-                sequence = self._submit(rendered, params, prompt_open=True)
+                sequence = await self._submit(rendered, params, prompt_open=True)
                 async with aclosing(self._guide(params, sequence, rendered, progress, deadline)) as guided:
                     async for delta in guided:
                         yield delta
@@ -150,7 +151,7 @@ class AnswerFlow:
                 else:
                     sequence.close_prompt()
             else:
-                sequence = self._submit(rendered, params, prompt_open=False)
+                sequence = await self._submit(rendered, params, prompt_open=False)
 
             if sequence is not None:
                 async with aclosing(self._write(params, sequence, progress, deadline)) as written:
@@ -287,7 +288,7 @@ class AnswerFlow:
             watch.burst_taken()
             sequence.close_prompt()
 
-    def _submit(
+    async def _submit(
         self, rendered: RenderedPrompt, params: GenerateParams, *, prompt_open: bool, continuation: str = ""
     ) -> EngineSequence:
         gkt = params.mode == "gkt" and params.guidance_tokens > 0
@@ -300,13 +301,23 @@ class AnswerFlow:
         budget = math.ceil(GUIDANCE_RETOKENISE_FACTOR * params.guidance_tokens) + 8 if prompt_open else 0
         if gkt and policy.escalate:
             budget += policy.max_bursts * (math.ceil(GUIDANCE_RETOKENISE_FACTOR * policy.burst_tokens) + 8)
-        return self.engine.submit(
-            rendered.with_untrusted(continuation),
-            sampling,
-            prompt_open=prompt_open,
-            appended_budget=budget,
-            output_context=continuation,
+        # The admission check tokenises the prompt: in a worker thread, not on the event loop.
+        submitting = asyncio.ensure_future(
+            asyncio.to_thread(
+                self.engine.submit,
+                rendered.with_untrusted(continuation),
+                sampling,
+                prompt_open=prompt_open,
+                appended_budget=budget,
+                output_context=continuation,
+                loop=asyncio.get_running_loop(),
+            )
         )
+        try:
+            return await asyncio.shield(submitting)
+        except asyncio.CancelledError:  # the caller left while the thread submitted: free the slot once it has one
+            submitting.add_done_callback(_cancel_submitted)
+            raise
 
     # ---- the answer --------------------------------------------------------------------------------------------
 
@@ -366,6 +377,11 @@ class AnswerFlow:
             bursts=tuple(progress.bursts),
             guidance_tokens=params.guidance_tokens if params.mode == "gkt" else 0,
         )
+
+
+def _cancel_submitted(submitting: asyncio.Future[EngineSequence]) -> None:
+    if not submitting.cancelled() and submitting.exception() is None:
+        submitting.result().cancel()
 
 
 async def _until(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -172,8 +173,9 @@ class VllmBackend(TeacherBackend):
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        rendered = self._format.render(params.input)
-        prompt_ids = encode_pieces(self._tokenizer, rendered.pieces)
+        # Rendering and tokenising a long conversation take milliseconds: off the loop that serves every stream.
+        rendered = await asyncio.to_thread(self._format.render, params.input)
+        prompt_ids = await asyncio.to_thread(encode_pieces, self._tokenizer, rendered.pieces)
         if len(prompt_ids) + params.guidance_tokens > self._max_model_len:
             raise InvalidArgumentError(
                 "prompt",

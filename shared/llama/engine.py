@@ -337,6 +337,7 @@ class BatchedLlamaEngine:
         prompt_open: bool = False,
         appended_budget: int = 0,
         output_context: str = "",
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> EngineSequence:
         """Queues a sequence; raises `QueueFullError`, `PromptTooLongError`, `ContextTooSmallError` or
         `EngineClosedError` (domain errors: callers pass them on, and the error interceptor gives each its status).
@@ -344,7 +345,8 @@ class BatchedLlamaEngine:
         `appended_budget`: tokens of text still to be appended to an open prompt (e.g. guidance). The prompt, that
         budget and `max_tokens` must fit in a slot's context, so a request that cannot finish is refused before any
         work instead of failing half way. `output_context`: text at the end of the prompt that the output continues
-        (appended text adds to it), for stop sequences that span the hand-off.
+        (appended text adds to it), for stop sequences that span the hand-off. `loop`: the event loop the sequence's
+        events go to (default: the running one; give it when submitting from a worker thread).
         """
         if params.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
@@ -365,7 +367,7 @@ class BatchedLlamaEngine:
             prompt=pieces,
             prompt_open=prompt_open,
             output_context=output_context,
-            loop=asyncio.get_running_loop(),
+            loop=loop or asyncio.get_running_loop(),
         )
         with self._lock:
             if self.failure is not None:

@@ -10,6 +10,9 @@ from shared.prompt_formats import CHAT_ROLES
 from shared.protocol.domain import GuidancePolicy, PromptInput, Sampling
 from shared.server.errors import InvalidArgumentError
 
+# Each message is rendered by a chat template and tokenised as its own piece: the character limit alone would let
+# tens of thousands of one-character messages through (~64k tokeniser calls for one request).
+MAX_MESSAGES = 256
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_LENGTH = 64
 MAX_TEMPERATURE = 2.0
@@ -24,6 +27,10 @@ def validate_prompt_input(prompt_input: PromptInput, *, max_prompt_chars: int) -
         raise InvalidArgumentError("prompt", "give either prompt or messages, not both")
     if not prompt_input.prompt and not prompt_input.messages:
         raise InvalidArgumentError("prompt", "is empty: give a prompt or at least one message")
+    if len(prompt_input.messages) > MAX_MESSAGES:
+        raise InvalidArgumentError(
+            "messages", f"at most {MAX_MESSAGES} messages in one conversation, got {len(prompt_input.messages)}"
+        )
     total = len(prompt_input.prompt) + len(prompt_input.system_prompt)
     for index, message in enumerate(prompt_input.messages):
         if message.role not in CHAT_ROLES:
