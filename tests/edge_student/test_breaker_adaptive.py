@@ -39,14 +39,15 @@ async def test_failures_between_early_stopped_calls_are_not_consecutive() -> Non
         async with running_edge(port, breaker_failure_threshold=3, breaker_reset_seconds=60.0) as edge:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
                 stub = edge_pb2_grpc.EdgeServiceStub(channel)
-                reasons = [(await stub.Generate(early_stopped_request())).degraded_reason for _ in range(15)]
+                answers = [await stub.Generate(early_stopped_request()) for _ in range(15)]
                 assert teacher.calls == 15
                 assert edge.breaker.state == "closed"
     finally:
         await server.stop(grace=0)
-    failed = [i + 1 for i, reason in enumerate(reasons) if reason == edge_pb2.DEGRADED_REASON_ERROR]
+    failed = [i + 1 for i, answer in enumerate(answers) if answer.degraded_reason == edge_pb2.DEGRADED_REASON_ERROR]
     assert failed == [1, 7, 13]
-    assert all(r == edge_pb2.DEGRADED_REASON_UNSPECIFIED for i, r in enumerate(reasons) if i + 1 not in failed)
+    stopped = [a for i, a in enumerate(answers) if i + 1 not in failed]
+    assert all(a.guidance_end == edge_pb2.GUIDANCE_END_STUDENT_AGREED and not a.degraded for a in stopped)
 
 
 async def test_an_early_stopped_trial_closes_a_half_open_breaker() -> None:
