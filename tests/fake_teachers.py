@@ -55,7 +55,9 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
                     await asyncio.sleep(self.pause_seconds)
                 await asyncio.sleep(self.delay)
                 self.last_delta_sent_at = loop.time()
-                usage = teacher_pb2.TeacherUsage(prompt_tokens=5, completion_tokens=index + 1)  # as real teachers report
+                usage = teacher_pb2.TeacherUsage(
+                    prompt_tokens=5, completion_tokens=index + 1
+                )  # as real teachers report
                 yield teacher_pb2.GuidanceChunk(delta=teacher_pb2.GuidanceDelta(text=delta, usage=usage))
             count = min(len(self.deltas), request.guidance_tokens)
             yield teacher_pb2.GuidanceChunk(
