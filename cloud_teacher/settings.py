@@ -35,6 +35,11 @@ class TeacherSettings(TierSettings, EngineSettings):
         "'Q: ...\\nA:' transcript ('completion'), or 'auto' (the template if the model has one; the openai "
         "backend knows no template, so 'auto' means 'completion' there).",
     )
+    chat_template_file: Path | None = Field(
+        None,
+        description="A Jinja chat template file that replaces the model's own (as vLLM's and llama.cpp's "
+        "--chat-template); with prompt_format 'auto' it makes the model a chat model.",
+    )
     max_guidance_tokens: int = Field(1024, ge=1, description="Largest K (guidance tokens) a request may ask for.")
 
     # vLLM backend

@@ -10,14 +10,16 @@ from shared.protocol.domain import Answer
 def teacher_only_cost(answer: Answer, prices: Prices) -> float:
     """What this answer would have cost had the teacher written all of it.
 
-    The teacher's prompt is its real prompt (and its real prefix-cache hits) when it was called, else the
-    student's prompt without the guidance, with the share of it the student's own prefix cache served; the
+    The teacher's prompt is the real prompt of its first call (and its real prefix-cache hits) when it was called,
+    else the student's prompt without the guidance, with the share of it the student's own prefix cache served; the
     answer's length is counted in the tokens each model actually spent on it (student tokens standing in for the
     teacher's on the student's part).
     """
     usage = answer.usage
     if usage.teacher_prompt_tokens:
-        prompt, cached = usage.teacher_prompt_tokens, usage.teacher_cached_prompt_tokens
+        # Bursts re-read the prompt and the answer so far: real spend, but a teacher-only answer reads it once.
+        prompt = usage.teacher_prompt_tokens - sum(burst.prompt_tokens for burst in answer.bursts)
+        cached = usage.teacher_cached_prompt_tokens - sum(burst.cached_prompt_tokens for burst in answer.bursts)
     else:
         prompt = usage.student_prompt_tokens - usage.student_guidance_tokens
         share = usage.student_cached_prompt_tokens / usage.student_prompt_tokens if usage.student_prompt_tokens else 0

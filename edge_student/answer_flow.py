@@ -122,11 +122,12 @@ class AnswerFlow:
         """
         received = time.monotonic()
         deadline = None if time_left is None else received + time_left
-        rendered = self.student_format.render(params.input)
+        # Rendering and tokenising a long conversation take milliseconds: off the loop that serves every stream.
+        rendered = await asyncio.to_thread(self.student_format.render, params.input)
         model = self.engine.model
         progress = _Progress(AnswerBudget(model, params.max_tokens))
         # The request's prompt once, as the student reads it: what a student-only answer reports, in every mode.
-        prompt_tokens = len(model.tokenize_pieces(rendered.pieces))
+        prompt_tokens = len(await asyncio.to_thread(model.tokenize_pieces, rendered.pieces))
         sequence: EngineSequence | None = None
         result: SequenceResult | None = None
         try:
@@ -150,14 +151,14 @@ class AnswerFlow:
                 if call.failure is not None:  # degraded: the student finishes what the teacher started
                     if progress.budget.left > 0:
                         continued = _GuidanceJoiner(rendered).for_student(progress.guidance_text)
-                        sequence = self._submit(
+                        sequence = await self._submit(
                             rendered, params, prompt_open=False, continuation=continued, max_tokens=progress.budget.left
                         )
                     else:
                         progress.budget.capped = True
             elif params.mode == "gkt" and params.guidance_tokens > 0:
                 # Submit first, so the student prefills its prompt while the guidance is on its way.
-                sequence = self._submit(rendered, params, prompt_open=True)
+                sequence = await self._submit(rendered, params, prompt_open=True)
                 async with aclosing(self._guide(params, sequence, rendered, progress, deadline)) as guided:
                     async for delta in guided:
                         yield delta
@@ -171,7 +172,7 @@ class AnswerFlow:
                 else:
                     sequence.close_prompt(progress.budget.left)
             else:
-                sequence = self._submit(rendered, params, prompt_open=False)
+                sequence = await self._submit(rendered, params, prompt_open=False)
 
             if sequence is not None:
                 async with aclosing(self._write(params, sequence, progress, deadline)) as written:
@@ -258,6 +259,14 @@ class AnswerFlow:
                     else:
                         call.done = event
             self.breaker.record_success()
+        except (GeneratorExit, asyncio.CancelledError):
+            # Stopped by the edge (the student agreed, the app went away or its deadline passed) while the teacher
+            # was delivering: a teacher that answered is healthy. Without an outcome a half-open breaker would stay
+            # half-open, and failures on either side of these calls would count as consecutive.
+            if call.last is not None:
+                self.breaker.record_success()
+            call.finished_at = time.monotonic()
+            raise
         except TeacherUnavailableError as failure:
             if failure.teacher_at_fault:  # failures the caller caused say nothing about the teacher's health
                 self.breaker.record_failure()
@@ -303,9 +312,15 @@ class AnswerFlow:
                         if part.cut:
                             burst.finished_at = time.monotonic()
                             break
-                last = burst.done or burst.last
+                counts = burst.done or burst.last
                 progress.bursts.append(
-                    Burst(offset=offset, text=part.text, teacher_tokens=last.completion_tokens if last else 0)
+                    Burst(
+                        offset=offset,
+                        text=part.text,
+                        teacher_tokens=counts.completion_tokens if counts else 0,
+                        prompt_tokens=counts.prompt_tokens if counts else 0,
+                        cached_prompt_tokens=counts.cached_prompt_tokens if counts else 0,
+                    )
                 )
                 watch.burst_taken()
             if budget.left <= 0:  # the answer is at max_tokens: the student writes no more
@@ -315,7 +330,7 @@ class AnswerFlow:
                 return
             sequence.close_prompt(budget.left)
 
-    def _submit(
+    async def _submit(
         self,
         rendered: RenderedPrompt,
         params: GenerateParams,
@@ -336,13 +351,23 @@ class AnswerFlow:
         budget = HANDOFF_MARGIN_TOKENS if prompt_open else 0
         if gkt and policy.escalate:
             budget += 2 * policy.max_bursts  # two more hand-offs per burst
-        return self.engine.submit(
-            rendered.with_untrusted(continuation),
-            sampling,
-            prompt_open=prompt_open,
-            appended_budget=budget,
-            output_context=continuation,
+        # The admission check tokenises the prompt: in a worker thread, not on the event loop.
+        submitting = asyncio.ensure_future(
+            asyncio.to_thread(
+                self.engine.submit,
+                rendered.with_untrusted(continuation),
+                sampling,
+                prompt_open=prompt_open,
+                appended_budget=budget,
+                output_context=continuation,
+                loop=asyncio.get_running_loop(),
+            )
         )
+        try:
+            return await asyncio.shield(submitting)
+        except asyncio.CancelledError:  # the caller left while the thread submitted: free the slot once it has one
+            submitting.add_done_callback(_cancel_submitted)
+            raise
 
     # ---- the answer --------------------------------------------------------------------------------------------
 
@@ -424,6 +449,11 @@ def _whole_answer_usage(usage: Usage, budget: AnswerBudget, result: SequenceResu
     elif usage.teacher_prompt_tokens:
         share = usage.teacher_cached_prompt_tokens / usage.teacher_prompt_tokens
         usage.cached_prompt_tokens = min(round(prompt_tokens * share), prompt_tokens)
+
+
+def _cancel_submitted(submitting: asyncio.Future[EngineSequence]) -> None:
+    if not submitting.cancelled() and submitting.exception() is None:
+        submitting.result().cancel()
 
 
 async def _until(

@@ -103,7 +103,9 @@ class EdgeServer(TierServer):
         s = self.settings
         engine = self.engine = await start_engine(s, s.model, self.metrics, on_failure=self.model_failed)
         self.metrics.track_engine(engine)
-        student_format = select_prompt_format(s.prompt_format, engine.model.metadata("tokenizer.chat_template"))
+        student_format = select_prompt_format(
+            s.prompt_format, engine.model.metadata("tokenizer.chat_template"), s.chat_template_file
+        )
         self.servicer.answer_flow = AnswerFlow(engine, self.teacher, student_format, self.breaker)
         logger.info("student %s loaded; teacher at %s", s.model, s.teacher_address)
 

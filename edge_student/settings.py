@@ -51,6 +51,11 @@ class EdgeSettings(TierSettings, EngineSettings):
         "auto",
         description="How chat messages are rendered for the student: 'auto' uses its chat template if it has one.",
     )
+    chat_template_file: Path | None = Field(
+        None,
+        description="A Jinja chat template file that replaces the model's own (as vLLM's and llama.cpp's "
+        "--chat-template); with prompt_format 'auto' it makes the model a chat model.",
+    )
 
     # Request defaults and limits
     default_guidance_tokens: int = Field(

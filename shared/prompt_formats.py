@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from shared.protocol.domain import PromptInput
+from shared.server.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,16 @@ class CompletionFormat:
         return RenderedPrompt(((text, False),), stop=("\nQ:",))
 
 
+class _TemplateRefusalError(Exception):
+    """A chat template's own `raise_exception(...)`: the conversation has a shape the model does not take."""
+
+
+def _raise_exception(message: str) -> None:
+    # Templates of several families (Gemma, Llama 2, Mistral, ...) call this when the roles do not alternate; Hugging
+    # Face and llama.cpp define it for them. Without it the template fails with an undefined-name error.
+    raise _TemplateRefusalError(message)
+
+
 # Stand-ins for message contents while the template renders: private-use characters no template touches.
 _SENTINEL = re.compile("\ue000(\\d+)\ue001")
 
@@ -94,11 +106,15 @@ class ChatTemplateFormat:
 
     def __init__(self, template: str, bos_token: str = "", eos_token: str = "") -> None:
         environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        environment.globals["raise_exception"] = _raise_exception
         self._template = environment.from_string(template)
         self._bos_token = bos_token
         self._eos_token = eos_token
         # Some templates trim message contents: the real contents are trimmed the same way when put back.
-        probe = self._render([{"role": "user", "content": f" {_sentinel(0)} "}])
+        try:
+            probe = self._render([{"role": "user", "content": f" {_sentinel(0)} "}])
+        except _TemplateRefusalError as refusal:
+            raise ValueError(f"the chat template refuses a single user message: {refusal}") from None
         if not _SENTINEL.search(probe):
             raise ValueError("the chat template does not render message contents as given")
         self._trims = f" {_sentinel(0)} " not in probe
@@ -118,7 +134,11 @@ class ChatTemplateFormat:
         if prompt_input.system_prompt:
             turns.insert(0, ("system", prompt_input.system_prompt))
         contents = [content.strip() if self._trims else content for _, content in turns]
-        text = self._render([{"role": role, "content": _sentinel(i)} for i, (role, _) in enumerate(turns)])
+        try:
+            text = self._render([{"role": role, "content": _sentinel(i)} for i, (role, _) in enumerate(turns)])
+        except _TemplateRefusalError as refusal:
+            # The input's fault, not the server's: INVALID_ARGUMENT, which an edge never counts against its teacher.
+            raise InvalidArgumentError("messages", f"the model's chat template refuses them: {refusal}") from None
         pieces: list[PromptPiece] = []
         for index, part in enumerate(_SENTINEL.split(text)):
             if index % 2 == 0:
@@ -133,9 +153,14 @@ class ChatTemplateFormat:
 PromptFormatSetting = Literal["auto", "completion", "chat"]
 
 
-def select_prompt_format(setting: PromptFormatSetting, template: str | None) -> PromptFormat:
+def select_prompt_format(
+    setting: PromptFormatSetting, template: str | None, template_file: Path | None = None
+) -> PromptFormat:
     """Every tier's and backend's choice: 'auto' uses the model's chat template when it has one, 'completion' the
-    paper's Q/A transcript, 'chat' the template (an error when the model has none)."""
+    paper's Q/A transcript, 'chat' the template (an error when the model has none). `template_file`, when given,
+    replaces the model's own template (like vLLM's and llama.cpp's `--chat-template`)."""
+    if template_file is not None:
+        template = template_file.read_text()
     if setting == "completion" or (setting == "auto" and not template):
         return CompletionFormat()
     if not template:

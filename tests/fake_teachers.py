@@ -7,7 +7,7 @@ teacher is exercised by the integration tests of the same flow.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 
 import grpc
 
@@ -25,6 +25,7 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
         pause_after: int | None = None,
         pause_seconds: float = 0.0,
         finish_reason: int = common_pb2.FINISH_REASON_LENGTH,
+        fail_calls: Collection[int] = (),
     ) -> None:
         self.deltas = list(deltas)
         self.delay = delay
@@ -33,6 +34,7 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
         self.pause_seconds = pause_seconds
         self.paused = asyncio.Event()  # set when the pause starts
         self.finish_reason = finish_reason
+        self.fail_calls = set(fail_calls)  # these calls (1 = the first) fail at once with INTERNAL
         self.calls = 0
         self.last_delta_sent_at = 0.0
         self.cancelled = 0
@@ -41,6 +43,8 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
         self, request: teacher_pb2.GuidanceRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[teacher_pb2.GuidanceChunk]:
         self.calls += 1
+        if self.calls in self.fail_calls:
+            await context.abort(grpc.StatusCode.INTERNAL, "a scripted failure")
         loop = asyncio.get_running_loop()
         try:
             for index, delta in enumerate(self.deltas[: request.guidance_tokens]):
@@ -51,7 +55,10 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
                     await asyncio.sleep(self.pause_seconds)
                 await asyncio.sleep(self.delay)
                 self.last_delta_sent_at = loop.time()
-                yield teacher_pb2.GuidanceChunk(delta=teacher_pb2.GuidanceDelta(text=delta))
+                usage = teacher_pb2.TeacherUsage(
+                    prompt_tokens=5, completion_tokens=index + 1
+                )  # as real teachers report
+                yield teacher_pb2.GuidanceChunk(delta=teacher_pb2.GuidanceDelta(text=delta, usage=usage))
             count = min(len(self.deltas), request.guidance_tokens)
             yield teacher_pb2.GuidanceChunk(
                 done=teacher_pb2.GuidanceDone(

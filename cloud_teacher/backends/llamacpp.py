@@ -46,7 +46,7 @@ class LlamaCppBackend(TeacherBackend):
         )
         self._metrics.track_engine(self._engine)
         template = self._engine.model.metadata("tokenizer.chat_template")
-        self._format = select_prompt_format(self._settings.prompt_format, template)
+        self._format = select_prompt_format(self._settings.prompt_format, template, self._settings.chat_template_file)
 
     def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         return self._generate(params)

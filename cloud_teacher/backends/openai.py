@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -21,6 +22,7 @@ from shared.protocol.domain import (
     GuidanceDone,
     GuidanceEvent,
     GuidanceParams,
+    PromptInput,
     ServerInfo,
     TeacherTimings,
 )
@@ -29,6 +31,25 @@ from shared.server.errors import BackendError, InvalidArgumentError, NotReadyErr
 from shared.server.secrets import read_secret
 
 logger = logging.getLogger(__name__)
+
+# Control-token spellings of the common model families (ChatML and Llama 3 `<|...|>`, Llama 2 / Mistral `<s>` and
+# `[INST]`, Gemma's turn markers). A completion endpoint takes text, and vLLM's and llama.cpp's servers parse such
+# spellings into control tokens: user text could open a new role. This backend cannot send token ids (it does not
+# know the remote model's tokenizer), so it refuses them in everything users and models wrote.
+CONTROL_TOKEN_TEXT = re.compile(r"<\|[^<>|\s]{1,64}\|>|</?s>|\[/?INST\]|<(?:start|end)_of_turn>|<(?:bos|eos|pad|unk)>")
+
+
+def refuse_control_token_text(prompt_input: PromptInput) -> None:
+    """Raises `InvalidArgumentError` naming the first field whose text spells a control token."""
+    fields = [("prompt", prompt_input.prompt), ("system_prompt", prompt_input.system_prompt)]
+    fields += [(f"messages[{i}].content", m.content) for i, m in enumerate(prompt_input.messages)]
+    for name, text in fields:
+        if found := CONTROL_TOKEN_TEXT.search(text):
+            raise InvalidArgumentError(
+                name,
+                f"contains {found.group()!r}, which the teacher's OpenAI-compatible server would read as a control "
+                "token; this teacher backend does not take such text",
+            )
 
 
 class OpenAIBackend(TeacherBackend):
@@ -44,7 +65,7 @@ class OpenAIBackend(TeacherBackend):
         self._model = settings.model or ""
         # Completion endpoints take text, and the remote model's chat template is not known here: 'auto' renders
         # chat messages in the paper's Q/A transcript, 'chat' is refused.
-        self._format = select_prompt_format(settings.prompt_format, None)
+        self._format = select_prompt_format(settings.prompt_format, None, settings.chat_template_file)
         self._running = 0
 
     async def start(self) -> None:
@@ -74,6 +95,7 @@ class OpenAIBackend(TeacherBackend):
     async def _generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._client is None:
             raise NotReadyError("the OpenAI backend is not started yet")
+        refuse_control_token_text(params.input)
         rendered = self._format.render(params.input)
         body: dict[str, Any] = {
             "model": self._model,

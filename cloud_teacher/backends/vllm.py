@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -150,7 +151,9 @@ class VllmBackend(TeacherBackend):
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()
         self._dtype = str(self._engine.model_config.dtype).removeprefix("torch.")
-        self._format = select_prompt_format(s.prompt_format, getattr(self._tokenizer, "chat_template", None))
+        self._format = select_prompt_format(
+            s.prompt_format, getattr(self._tokenizer, "chat_template", None), s.chat_template_file
+        )
         self._verifier = VllmVerifier(self._engine, self._tokenizer, self._format, self._max_model_len)
         # Warm-up before SERVING: the first request pays for graph/kernel set-up.
         async for _ in self._generate(_warmup_params()):
@@ -166,8 +169,9 @@ class VllmBackend(TeacherBackend):
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        rendered = self._format.render(params.input)
-        prompt_ids = encode_pieces(self._tokenizer, rendered.pieces)
+        # Rendering and tokenising a long conversation take milliseconds: off the loop that serves every stream.
+        rendered = await asyncio.to_thread(self._format.render, params.input)
+        prompt_ids = await asyncio.to_thread(encode_pieces, self._tokenizer, rendered.pieces)
         if len(prompt_ids) + params.guidance_tokens > self._max_model_len:
             raise InvalidArgumentError(
                 "prompt",

@@ -159,6 +159,9 @@ class EngineSequence:
     initial_prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     cached_initial_prompt_tokens: int = 0
+    # Prompt tokens that are the sequence's own output, moved into the prompt by a pause: they are completion
+    # tokens already and are never counted as prompt as well.
+    own_prompt_tokens: int = 0
     n_past: int = 0  # prompt tokens already in the KV cache
     pending_text: list[str] = field(default_factory=list)
     # The text the output continues (guidance appended, or a continuation given at submission): stop sequences are
@@ -344,6 +347,7 @@ class BatchedLlamaEngine:
         prompt_open: bool = False,
         appended_budget: int = 0,
         output_context: str = "",
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> EngineSequence:
         """Queues a sequence; raises `QueueFullError`, `PromptTooLongError`, `ContextTooSmallError` or
         `EngineClosedError` (domain errors: callers pass them on, and the error interceptor gives each its status).
@@ -351,7 +355,8 @@ class BatchedLlamaEngine:
         `appended_budget`: tokens of text still to be appended to an open prompt (e.g. guidance). The prompt, that
         budget and `max_tokens` must fit in a slot's context, so a request that cannot finish is refused before any
         work instead of failing half way. `output_context`: text at the end of the prompt that the output continues
-        (appended text adds to it), for stop sequences that span the hand-off.
+        (appended text adds to it), for stop sequences that span the hand-off. `loop`: the event loop the sequence's
+        events go to (default: the running one; give it when submitting from a worker thread).
         """
         if params.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
@@ -372,7 +377,7 @@ class BatchedLlamaEngine:
             prompt=pieces,
             prompt_open=prompt_open,
             output_context=output_context,
-            loop=asyncio.get_running_loop(),
+            loop=loop or asyncio.get_running_loop(),
         )
         with self._lock:
             if self.failure is not None:
@@ -693,7 +698,7 @@ class BatchedLlamaEngine:
         with self._lock:
             active = sorted(filter(None, self._slots), key=lambda s: s.admitted_at)
         for sequence in active:
-            if sequence.state is _State.DECODE and sequence.pause_requested:
+            if sequence.state is _State.DECODE and sequence.pause_requested and not self._inside_character(sequence):
                 self._reopen(sequence)
             elif sequence.state is _State.DECODE:
                 add(sequence, sequence.next_token, sequence.n_past, True)
@@ -770,6 +775,12 @@ class BatchedLlamaEngine:
         if scores:
             sequence._emit(_Event(scores=tuple(scores)))
 
+    @staticmethod
+    def _inside_character(sequence: EngineSequence) -> bool:
+        """A pause waits for the rest of a character split over several byte tokens (CJK, emoji): flushing its first
+        bytes would send U+FFFD to the client and into the prompt, and decode the rest as another U+FFFD."""
+        return sequence.text_stream is not None and sequence.text_stream.inside_character
+
     def _reopen(self, sequence: EngineSequence) -> None:
         """Pauses a generating sequence: the text it wrote joins its prompt (its KV cells kept where the tokens
         agree), the prompt opens for more text (e.g. a teacher's burst), and `close_prompt` resumes generation."""
@@ -786,8 +797,7 @@ class BatchedLlamaEngine:
                 break
             common += 1
         llama_cpp.llama_memory_seq_rm(self._memory, sequence.slot, common, -1)
-        # Tokens it wrote and keeps in the cache count as reused prompt, not as prompt computed again.
-        sequence.cached_prompt_tokens += max(0, common - old_prompt_tokens)
+        sequence.own_prompt_tokens += max(0, len(tokens) - old_prompt_tokens)
         sequence.n_past, sequence.tokens, sequence.generated = common, tokens, []
         sequence.output_context = written
         sequence.text_stream = TextStream(sequence.params.stop)
@@ -869,7 +879,7 @@ class BatchedLlamaEngine:
             finish_reason=reason,
             # The prompt tokens the sequence holds in its KV cells (computed or reused): all of them once it ran,
             # fewer when it was cancelled mid-prefill (e.g. the teacher finished the answer first).
-            prompt_tokens=min(sequence.n_past, len(sequence.tokens)),
+            prompt_tokens=max(0, min(sequence.n_past, len(sequence.tokens)) - sequence.own_prompt_tokens),
             completion_tokens=sequence.completion_tokens,
             queue_seconds=since(sequence.admitted_at) if sequence.admitted_at else since(now),
             prefill_seconds=since(sequence.prefill_done_at, sequence.prefill_started_at)

@@ -25,6 +25,11 @@ class TextStream:
         """All text released so far."""
         return self._text[self._start : self._released]
 
+    @property
+    def inside_character(self) -> bool:
+        """Whether the last bytes pushed end inside a UTF-8 character (its remaining bytes are still to come)."""
+        return bool(self._decoder.getstate()[0])
+
     def seed(self, context: str) -> None:
         """Sets the text the output continues (e.g. the teacher's guidance); only before any output. A stop sequence
         may begin in it and end in the output; the context itself is never released."""

@@ -135,6 +135,10 @@ class Burst:
     offset: int  # characters into the answer's text
     text: str
     teacher_tokens: int
+    # The teacher's prompt for the burst (the question and the answer so far) and how much of it its cache served:
+    # real teacher spend, but not what a teacher-only answer would have read.
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
 
 
 @dataclass

@@ -10,9 +10,15 @@ from shared.prompt_formats import CHAT_ROLES
 from shared.protocol.domain import GuidancePolicy, PromptInput, Sampling
 from shared.server.errors import InvalidArgumentError
 
+# Each message is rendered by a chat template and tokenised as its own piece: the character limit alone would let
+# tens of thousands of one-character messages through (~64k tokeniser calls for one request).
+MAX_MESSAGES = 256
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_LENGTH = 64
 MAX_TEMPERATURE = 2.0
+# Escalation bounds: each burst is a teacher call re-reading the prompt and the answer so far.
+MAX_BURSTS = 16
+MAX_BURST_TOKENS = 256
 
 
 def validate_prompt_input(prompt_input: PromptInput, *, max_prompt_chars: int) -> None:
@@ -21,6 +27,10 @@ def validate_prompt_input(prompt_input: PromptInput, *, max_prompt_chars: int) -
         raise InvalidArgumentError("prompt", "give either prompt or messages, not both")
     if not prompt_input.prompt and not prompt_input.messages:
         raise InvalidArgumentError("prompt", "is empty: give a prompt or at least one message")
+    if len(prompt_input.messages) > MAX_MESSAGES:
+        raise InvalidArgumentError(
+            "messages", f"at most {MAX_MESSAGES} messages in one conversation, got {len(prompt_input.messages)}"
+        )
     total = len(prompt_input.prompt) + len(prompt_input.system_prompt)
     for index, message in enumerate(prompt_input.messages):
         if message.role not in CHAT_ROLES:
@@ -70,8 +80,14 @@ def validate_policy(policy: GuidancePolicy) -> None:
     for name in ("floor_tokens", "window", "entropy_run", "burst_tokens"):
         if getattr(policy, name) < 1:
             raise InvalidArgumentError(f"guidance_policy.{name}", f"must be at least 1, got {getattr(policy, name)}")
-    if policy.max_bursts < 0:
-        raise InvalidArgumentError("guidance_policy.max_bursts", f"must be 0 or more, got {policy.max_bursts}")
+    if not 0 <= policy.max_bursts <= MAX_BURSTS:
+        raise InvalidArgumentError(
+            "guidance_policy.max_bursts", f"must be between 0 and {MAX_BURSTS}, got {policy.max_bursts}"
+        )
+    if policy.burst_tokens > MAX_BURST_TOKENS:
+        raise InvalidArgumentError(
+            "guidance_policy.burst_tokens", f"must be at most {MAX_BURST_TOKENS}, got {policy.burst_tokens}"
+        )
     if not 0.0 <= policy.min_top1_fraction <= 1.0:  # also rejects NaN
         raise InvalidArgumentError(
             "guidance_policy.min_top1_fraction", f"must be between 0 and 1, got {policy.min_top1_fraction}"

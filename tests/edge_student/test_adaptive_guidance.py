@@ -108,7 +108,15 @@ async def test_an_unsure_student_asks_for_a_burst_in_the_middle_of_its_answer(te
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("floor_tokens", 0), ("window", 0), ("min_top1_fraction", 1.5), ("burst_tokens", 0)]
+    ("field", "value"),
+    [
+        ("floor_tokens", 0),
+        ("window", 0),
+        ("min_top1_fraction", 1.5),
+        ("burst_tokens", 0),
+        ("burst_tokens", 100_000),  # a huge burst used to be blamed on max_tokens (the context check)
+        ("max_bursts", 1_000_000),
+    ],
 )
 async def test_bad_policies_name_their_field(
     edge_stub: edge_pb2_grpc.EdgeServiceStub, field: str, value: float

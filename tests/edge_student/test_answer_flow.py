@@ -138,6 +138,7 @@ class FakeEngine:
         prompt_open: bool = False,
         appended_budget: int = 0,
         output_context: str = "",
+        loop: object = None,
     ) -> FakeSequence:
         sequence = FakeSequence("".join(text for text, _ in pieces), params, prompt_open, self.reply, self.outcome)
         self.sequences.append(sequence)

@@ -24,6 +24,8 @@ LONG_PROMPT = (
     "Now write a short story that uses two of these facts.<|im_end|>\n<|im_start|>assistant\n"
 )
 # Eight prompts with the same token count, so changing one keeps the batch layout of the others.
+# A CJK character no merge covers: several byte tokens.
+RARE = "龘"
 ANIMALS = ["cats", "dogs", "owls", "bees", "cows", "pigs", "ants", "fish"]
 
 
@@ -256,7 +258,8 @@ async def test_a_paused_sequence_takes_more_text_and_goes_on(engine: BatchedLlam
         if len(first.split()) >= 3:
             sequence.pause()
     assert sequence.result is None, "the stream ended at the pause, not at the end"
-    sequence.append_text(" Also, owls can turn their heads")
+    burst = " Also, owls can turn their heads"
+    sequence.append_text(burst)
     sequence.close_prompt()
     second = "".join([text async for text in sequence.stream()])
     result = sequence.result
@@ -264,4 +267,31 @@ async def test_a_paused_sequence_takes_more_text_and_goes_on(engine: BatchedLlam
     assert first and second and not second.startswith(" Also")
     assert len(sequence.entropies) == result.completion_tokens <= 30
     assert all(value >= 0 for value in sequence.entropies)
+    # Usage by hand: the prompt is the question and the burst; the student's own text before the pause is
+    # completion only (it is in the prompt's tokens after the pause, but must not be counted twice).
+    prompt = animal_prompt("owls")
+    count = engine.model.tokenize_pieces
+    burst_tokens = len(count([*prompt, (first, False), (burst, False)])) - len(count([*prompt, (first, False)]))
+    assert result.initial_prompt_tokens == len(count(prompt))
+    assert result.prompt_tokens == result.initial_prompt_tokens + burst_tokens
+    assert_clean(engine)
+
+
+async def test_a_pause_inside_a_character_waits_for_its_last_byte(engine: BatchedLlamaEngine) -> None:
+    """A character outside the model's merges comes as several byte tokens; a pause between them used to flush the
+    first bytes as U+FFFD, to the client and into the prompt. Pausing after every token must give clean text."""
+    assert len(engine.model.tokenize_pieces([(RARE, False)])) > 1, "the test needs a character split over tokens"
+    prompt = trusted(f"<|im_start|>user\nRepeat: {RARE * 8}<|im_end|>\n<|im_start|>assistant\n{RARE * 2}")
+    sequence = engine.submit(prompt, SamplingParams(max_tokens=12))
+    text, pauses = "", 0
+    while True:
+        sequence.pause()
+        async for delta in sequence.stream():
+            text += delta
+        if sequence.result is not None:
+            break
+        pauses += 1
+        sequence.close_prompt()
+    assert pauses >= 2
+    assert RARE in text and "\ufffd" not in text, text
     assert_clean(engine)

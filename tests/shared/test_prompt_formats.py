@@ -1,10 +1,13 @@
 """Prompt formats: the paper's Q/A transcript for the base teacher, the model's own template for the student."""
 
+from pathlib import Path
+
 import pytest
 
 from shared.prompt_formats import ChatTemplateFormat, CompletionFormat, select_prompt_format
 from shared.protocol.domain import ChatMessage, PromptInput
 from shared.protocol.validation import validate_prompt_input
+from shared.server.errors import InvalidArgumentError
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
@@ -73,3 +76,32 @@ def test_continued_input_is_the_answer_so_far_as_an_assistant_prefill() -> None:
     assert once.continued(" there").messages[-1] == ChatMessage("assistant", " Hello there")
     assert PromptInput(prompt="Q: hi\nA:").continued(" Hello").prompt == "Q: hi\nA: Hello"
     assert question.continued("") is question
+
+
+# Roles must alternate, as the templates of several model families demand (Gemma, Llama 2, Mistral).
+ALTERNATING_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.mark.parametrize("roles", [("user", "user"), ("assistant", "user")])
+def test_a_templates_own_refusal_is_bad_input_naming_messages(roles: tuple[str, ...]) -> None:
+    chat = ChatTemplateFormat(ALTERNATING_TEMPLATE)
+    conversation = PromptInput(messages=tuple(ChatMessage(role, f"turn {i}") for i, role in enumerate(roles)))
+    with pytest.raises(InvalidArgumentError) as caught:
+        chat.render(conversation)
+    assert caught.value.field == "messages"
+    assert "must alternate" in str(caught.value)
+    accepted = chat.render(PromptInput(messages=(ChatMessage("user", "hi"),)))
+    assert accepted.text == "<|user|>hi\n<|assistant|>"
+
+
+def test_a_template_file_replaces_the_models_own(tmp_path: Path) -> None:
+    path = tmp_path / "template.jinja"
+    path.write_text(ALTERNATING_TEMPLATE)
+    chosen = select_prompt_format("auto", None, path)
+    assert chosen.render(PromptInput(messages=(ChatMessage("user", "hi"),))).text == "<|user|>hi\n<|assistant|>"

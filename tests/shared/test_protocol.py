@@ -31,7 +31,7 @@ from shared.protocol.domain import (
     Usage,
 )
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, teacher_pb2
-from shared.protocol.validation import validate_prompt_input, validate_sampling, validate_token_count
+from shared.protocol.validation import MAX_MESSAGES, validate_prompt_input, validate_sampling, validate_token_count
 from shared.server.errors import InvalidArgumentError
 
 
@@ -105,6 +105,8 @@ def test_modes_and_server_info() -> None:
         (PromptInput(prompt="x" * 11), "prompt"),
         (PromptInput(messages=(ChatMessage("user", "a"),), continue_final_message=True), "continue_final_message"),
         (PromptInput(prompt="a", continue_final_message=True), "continue_final_message"),
+        # Many tiny messages: each costs a template piece and a tokeniser call, whatever the characters add up to.
+        (PromptInput(messages=tuple(ChatMessage("user", "a") for _ in range(MAX_MESSAGES + 1))), "messages"),
     ],
 )
 def test_bad_input_names_its_field(prompt_input: PromptInput, field: str) -> None:

@@ -62,3 +62,12 @@ def test_the_context_is_set_before_any_output() -> None:
     stream.push(b"a")
     with pytest.raises(RuntimeError, match="before its output"):
         stream.seed("b")
+
+
+def test_it_knows_when_it_stands_inside_a_character() -> None:
+    stream = TextStream()
+    data = "龘".encode()
+    assert not stream.inside_character
+    assert stream.push(data[:1]) == "" and stream.inside_character
+    assert stream.push(data[1:2]) == "" and stream.inside_character
+    assert stream.push(data[2:]) == "龘" and not stream.inside_character

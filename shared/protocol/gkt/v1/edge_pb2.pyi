@@ -103,14 +103,18 @@ class GuidancePolicy(_message.Message):
     def __init__(self, kind: _Optional[_Union[GuidancePolicy.Kind, str]] = ..., floor_tokens: _Optional[int] = ..., window: _Optional[int] = ..., min_top1_fraction: _Optional[float] = ..., min_mean_logprob: _Optional[float] = ..., escalate: _Optional[bool] = ..., entropy_threshold: _Optional[float] = ..., entropy_run: _Optional[int] = ..., max_bursts: _Optional[int] = ..., burst_tokens: _Optional[int] = ...) -> None: ...
 
 class Burst(_message.Message):
-    __slots__ = ("offset", "text", "teacher_tokens")
+    __slots__ = ("offset", "text", "teacher_tokens", "prompt_tokens", "cached_prompt_tokens")
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TEACHER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     offset: int
     text: str
     teacher_tokens: int
-    def __init__(self, offset: _Optional[int] = ..., text: _Optional[str] = ..., teacher_tokens: _Optional[int] = ...) -> None: ...
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    def __init__(self, offset: _Optional[int] = ..., text: _Optional[str] = ..., teacher_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("prompt", "conversation", "system_prompt", "mode", "guidance_tokens", "max_tokens", "sampling", "continue_final_message", "guidance_policy")
