@@ -43,7 +43,7 @@ from shared.protocol.domain import (
     Timings,
     Usage,
 )
-from shared.server.errors import BackendError
+from shared.protocol.errors import BackendError
 
 logger = logging.getLogger(__name__)
 

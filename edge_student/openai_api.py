@@ -61,14 +61,14 @@ from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
 from shared.metrics import GktMetrics
 from shared.protocol.domain import Answer, AnswerDelta, AnswerEvent
-from shared.server.errors import (
+from shared.protocol.errors import (
+    ClientGoneError,
     DeadlineExceededError,
     GktError,
     InvalidArgumentError,
     NotReadyError,
-    http_status_for,
-    status_for,
 )
+from shared.server.errors import http_status_for, status_for
 from shared.server.request_context import REQUEST_ID_KEY, accept_request_id
 from shared.server.security import accepted_tokens, bearer_denial
 
@@ -92,12 +92,6 @@ _ERROR_TYPES = {
     503: "service_unavailable",
     504: "timeout",
 }
-
-
-class ClientGoneError(GktError):
-    """The client disconnected before its answer was complete (counted as CANCELLED, as on gRPC)."""
-
-    code = grpc.StatusCode.CANCELLED
 
 
 class _DeniedError(AuthenticationError):

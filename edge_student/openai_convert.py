@@ -34,8 +34,8 @@ from edge_student.openai_types import (
 from edge_student.request_params import generate_params
 from edge_student.settings import EdgeSettings
 from shared.protocol.domain import Answer, ChatMessage, GenerateParams, Mode, PromptInput
+from shared.protocol.errors import InvalidArgumentError, NotFoundError
 from shared.protocol.validation import validate_token_count
-from shared.server.errors import InvalidArgumentError, NotFoundError
 
 # The model names and what they mean (the `gkt@K` family is parsed).
 MODELS: dict[str, tuple[Mode, str]] = {

@@ -101,7 +101,7 @@ class EdgeServer(TierServer):
     async def load_model(self) -> None:
         """Loads and warms the student; only then do requests reach the answer flow."""
         s = self.settings
-        engine = self.engine = await start_engine(s, s.model, self.metrics, on_failure=self.model_failed)
+        engine = self.engine = await start_engine(s, s.model, self.metrics.observe_batch, on_failure=self.model_failed)
         self.metrics.track_engine(engine)
         student_format = select_prompt_format(s.prompt_format, engine.model.metadata("tokenizer.chat_template"))
         self.servicer.answer_flow = AnswerFlow(engine, self.teacher, student_format, self.breaker)

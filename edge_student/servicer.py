@@ -23,8 +23,8 @@ from shared.protocol.convert import (
     server_info_to_pb,
 )
 from shared.protocol.domain import Answer, AnswerDelta, GenerateParams, ServerInfo
+from shared.protocol.errors import NotReadyError
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-from shared.server.errors import NotReadyError
 from shared.server.request_context import bind_request_id
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,6 @@ from shared.protocol.domain import PromptInput
 
 logger = logging.getLogger(__name__)
 
-CHAT_ROLES = ("system", "user", "assistant")
-
 
 # A piece of prompt text and whether it is trusted: only trusted text (a chat template's own markup) may contain
 # control tokens such as `<|im_start|>`; everything a user or the teacher wrote is tokenised as plain text, so a

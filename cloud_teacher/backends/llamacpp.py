@@ -22,7 +22,7 @@ from shared.protocol.domain import (
     ServerInfo,
     TeacherTimings,
 )
-from shared.server.errors import BackendError, NotReadyError
+from shared.protocol.errors import BackendError, NotReadyError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,10 @@ class LlamaCppBackend(TeacherBackend):
 
     async def start(self) -> None:
         self._engine = await start_engine(
-            self._settings, self._settings.model or DEFAULT_TEACHER, self._metrics, on_failure=self.on_failure
+            self._settings,
+            self._settings.model or DEFAULT_TEACHER,
+            self._metrics.observe_batch,
+            on_failure=self.on_failure,
         )
         self._metrics.track_engine(self._engine)
         template = self._engine.model.metadata("tokenizer.chat_template")

@@ -23,7 +23,7 @@ from shared.protocol.domain import (
     ServerInfo,
     TeacherTimings,
 )
-from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
+from shared.protocol.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
 from shared.server.secrets import read_secret
 
 logger = logging.getLogger(__name__)

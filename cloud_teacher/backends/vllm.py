@@ -26,7 +26,7 @@ from shared.protocol.domain import (
     ServerInfo,
     TeacherTimings,
 )
-from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError
+from shared.protocol.errors import BackendError, InvalidArgumentError, NotReadyError
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from shared.llama.scoring import Logits, TokenScore, entropy, logits_row, score
 from shared.llama.text_stream import TextStream
 from shared.prompt_formats import PromptPiece
 from shared.protocol.domain import Sampling
-from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
+from shared.protocol.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 
 from shared.catalog import resolve_gguf
 from shared.llama.engine import BatchedLlamaEngine, EngineConfig, SamplingParams
-from shared.metrics import GktMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +33,14 @@ class EngineSettings(BaseModel):
 async def start_engine(
     settings: EngineSettings,
     model: str,
-    metrics: GktMetrics,
+    on_batch: Callable[[int], None] | None = None,
     on_failure: Callable[[BaseException], None] | None = None,
 ) -> BatchedLlamaEngine:
     """Resolves `model` (a catalog name or a GGUF path), loads it into a batched engine and warms it up.
 
     The warm-up decode allocates llama.cpp's compute buffers, so the first real request does not pay for it.
-    `on_failure` is told (from the engine thread) if the engine dies.
+    `on_batch` hears each step's batch size (the metrics' histogram); `on_failure` is told (from the engine thread)
+    if the engine dies.
     """
     path = await asyncio.to_thread(resolve_gguf, model)
     config = EngineConfig(
@@ -51,7 +51,7 @@ async def start_engine(
         prefill_chunk=settings.prefill_chunk,
         max_queue=settings.max_queue,
     )
-    engine = await asyncio.to_thread(BatchedLlamaEngine, config, metrics.observe_batch, on_failure)
+    engine = await asyncio.to_thread(BatchedLlamaEngine, config, on_batch, on_failure)
     await engine.submit("Hello", SamplingParams(max_tokens=1)).wait()
     logger.info("llama.cpp engine: %s, %d slots, %d thread(s)", path, config.n_slots, config.n_threads)
     return engine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 from shared.protocol.domain import (
     Answer,
@@ -21,10 +22,9 @@ from shared.protocol.domain import (
     ServerInfo,
     TeacherTimings,
 )
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, teacher_pb2
 from shared.protocol.validation import validate_prompt_input, validate_sampling
-from shared.server.errors import InvalidArgumentError
-from shared.server.settings_base import TierSettings
 
 _FINISH_TO_PB = {
     "length": common_pb2.FINISH_REASON_LENGTH,
@@ -120,8 +120,19 @@ def sampling_from_pb(sampling: common_pb2.Sampling, *, temperature: float, top_p
     )
 
 
+class RequestDefaults(Protocol):
+    """The tier settings a request is decoded against (both tiers' settings classes have them)."""
+
+    @property
+    def max_prompt_chars(self) -> int: ...
+    @property
+    def default_temperature(self) -> float: ...
+    @property
+    def default_top_p(self) -> float: ...
+
+
 def input_and_sampling_from_pb(
-    request: teacher_pb2.GuidanceRequest | edge_pb2.GenerateRequest, settings: TierSettings
+    request: teacher_pb2.GuidanceRequest | edge_pb2.GenerateRequest, settings: RequestDefaults
 ) -> tuple[PromptInput, Sampling]:
     """What both tiers' requests share, decoded, the tier's defaults filled in and validated against its limits
     (`InvalidArgumentError` names the field)."""

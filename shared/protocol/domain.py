@@ -13,6 +13,7 @@ PolicyKind = Literal["fixed", "adaptive"]
 GuidanceEnd = Literal["k_reached", "student_agreed", "teacher_finished", "deadline", "teacher_failed"]
 # Why an answer was written without (all of) the teacher's guidance.
 DegradedReason = Literal["unavailable", "deadline", "overloaded", "unauthorized", "error", "circuit_open"]
+CHAT_ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ gRPC wire the messages sit in `conversation` and the sampling settings in `sampl
 
 from __future__ import annotations
 
-from shared.prompt_formats import CHAT_ROLES
-from shared.protocol.domain import GuidancePolicy, PromptInput, Sampling
-from shared.server.errors import InvalidArgumentError
+from shared.protocol.domain import CHAT_ROLES, GuidancePolicy, PromptInput, Sampling
+from shared.protocol.errors import InvalidArgumentError
 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_LENGTH = 64

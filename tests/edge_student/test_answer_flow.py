@@ -31,7 +31,7 @@ from shared.protocol.domain import (
     PromptInput,
     Sampling,
 )
-from shared.server.errors import BackendError
+from shared.protocol.errors import BackendError
 
 
 @dataclass

@@ -21,8 +21,8 @@ from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
 from shared.metrics import GktMetrics
 from shared.protocol.domain import Answer, ChatMessage, Timings, Usage
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2
-from shared.server.errors import InvalidArgumentError
 
 SETTINGS = EdgeSettings(default_guidance_tokens=40, default_max_tokens=256, default_temperature=0.0)
 HI = [{"role": "user", "content": "hi"}]

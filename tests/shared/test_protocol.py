@@ -30,9 +30,9 @@ from shared.protocol.domain import (
     Timings,
     Usage,
 )
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, teacher_pb2
 from shared.protocol.validation import validate_prompt_input, validate_sampling, validate_token_count
-from shared.server.errors import InvalidArgumentError
 
 
 def test_a_guidance_request_survives_the_wire_for_both_kinds_of_input() -> None:
