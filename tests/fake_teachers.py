@@ -43,7 +43,7 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
         self.calls += 1
         loop = asyncio.get_running_loop()
         try:
-            for index, delta in enumerate(self.deltas[: request.guidance_tokens]):
+            for index, delta in enumerate(self.deltas[: request.max_tokens]):
                 if self.hang_after is not None and index >= self.hang_after:
                     await asyncio.Event().wait()  # never answers again
                 if index == self.pause_after:
@@ -52,7 +52,7 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
                 await asyncio.sleep(self.delay)
                 self.last_delta_sent_at = loop.time()
                 yield teacher_pb2.GuidanceChunk(delta=teacher_pb2.GuidanceDelta(text=delta))
-            count = min(len(self.deltas), request.guidance_tokens)
+            count = min(len(self.deltas), request.max_tokens)
             yield teacher_pb2.GuidanceChunk(
                 done=teacher_pb2.GuidanceDone(
                     usage=teacher_pb2.TeacherUsage(prompt_tokens=5, completion_tokens=count),

@@ -56,7 +56,7 @@ class LlamaCppBackend(TeacherBackend):
         if self._engine is None:
             raise NotReadyError("the teacher model is not loaded yet")
         rendered = self._format.render(params.input)
-        sampling = SamplingParams.of(params.sampling, params.guidance_tokens, rendered.stop)
+        sampling = SamplingParams.of(params.sampling, params.max_tokens, rendered.stop)
         sequence = self._engine.submit(rendered.pieces, sampling)
         try:
             async for text in sequence.stream():

@@ -76,7 +76,7 @@ class OpenAIBackend(TeacherBackend):
         body: dict[str, Any] = {
             "model": self._model,
             "prompt": rendered.text,
-            "max_tokens": params.guidance_tokens,
+            "max_tokens": params.max_tokens,
             "temperature": params.sampling.temperature,
             "top_p": params.sampling.top_p,
             "stream": True,

@@ -172,14 +172,14 @@ class VllmBackend(TeacherBackend):
 
         rendered = self._format.render(params.input)
         prompt_ids = encode_pieces(self._tokenizer, rendered.pieces)
-        if len(prompt_ids) + params.guidance_tokens > self._max_model_len:
+        if len(prompt_ids) + params.max_tokens > self._max_model_len:
             raise InvalidArgumentError(
                 "prompt",
-                f"{len(prompt_ids)} prompt tokens + {params.guidance_tokens} guidance tokens exceed the "
+                f"{len(prompt_ids)} prompt tokens + max_tokens {params.max_tokens} exceed the "
                 f"teacher's max model length {self._max_model_len}",
             )
         sampling = SamplingParams(
-            max_tokens=params.guidance_tokens,
+            max_tokens=params.max_tokens,
             temperature=params.sampling.temperature,
             top_p=params.sampling.top_p,
             seed=params.sampling.seed,
@@ -251,4 +251,4 @@ class VllmBackend(TeacherBackend):
 def _warmup_params() -> GuidanceParams:
     from shared.protocol.domain import PromptInput, Sampling
 
-    return GuidanceParams(input=PromptInput(prompt="Q: 1+1?\nA:"), guidance_tokens=2, sampling=Sampling(0.0, 1.0, 0))
+    return GuidanceParams(input=PromptInput(prompt="Q: 1+1?\nA:"), max_tokens=2, sampling=Sampling(0.0, 1.0, 0))

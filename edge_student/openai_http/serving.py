@@ -123,7 +123,7 @@ class OpenAIServing(abc.ABC):
             answer = event  # the loop ends at the first event that is not a delta: the answer
             self._service.finish(answer, api="openai")
             last = self.last_choice(finish_reason(answer))
-            yield frame(chunk(choices=[last], gkt=gkt_answer(answer, translated.params)))
+            yield frame(chunk(choices=[last], gkt=gkt_answer(answer)))
             if translated.include_usage:
                 yield frame(chunk(choices=[], usage=usage_out(answer)))
             yield "data: [DONE]\n\n"

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pydantic import BaseModel, Field
 
 from shared.catalog import resolve_gguf
-from shared.llama.engine import BatchedLlamaEngine, EngineConfig, SamplingParams
+from shared.llama.engine import BatchedLlamaEngine
+from shared.llama.engine_types import EngineConfig, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -17,16 +18,27 @@ logger = logging.getLogger(__name__)
 class EngineSettings(BaseModel):
     """Mixed into a tier's settings (the edge's, and the teacher's for its llamacpp backend)."""
 
-    n_slots: int = Field(4, ge=1, le=64, description="llama.cpp engine: requests decoded together in one batch.")
+    # The defaults are the engine's own (`EngineConfig`), declared once there.
+    n_slots: int = Field(
+        EngineConfig.n_slots, ge=1, le=64, description="llama.cpp engine: requests decoded together in one batch."
+    )
     n_ctx_per_slot: int = Field(
-        2048, ge=64, description="llama.cpp engine: context tokens per request (prompt + guidance + answer)."
+        EngineConfig.n_ctx_per_slot,
+        ge=64,
+        description="llama.cpp engine: context tokens per request (prompt + guidance + answer).",
     )
     n_threads: int = Field(
-        1, ge=1, description="llama.cpp engine: CPU threads (the default leaves a core to a co-located other tier)."
+        EngineConfig.n_threads,
+        ge=1,
+        description="llama.cpp engine: CPU threads (the default leaves a core to a co-located other tier).",
     )
-    prefill_chunk: int = Field(128, ge=8, description="llama.cpp engine: most prompt tokens prefilled per step.")
+    prefill_chunk: int = Field(
+        EngineConfig.prefill_chunk, ge=8, description="llama.cpp engine: most prompt tokens prefilled per step."
+    )
     max_queue: int = Field(
-        64, ge=0, description="llama.cpp engine: requests that may wait for a free slot; beyond, RESOURCE_EXHAUSTED."
+        EngineConfig.max_queue,
+        ge=0,
+        description="llama.cpp engine: requests that may wait for a free slot; beyond, RESOURCE_EXHAUSTED.",
     )
 
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Protocol
 
 from shared.protocol.domain import (
+    MODES_BY_NAME,
     Answer,
     AnswerDelta,
     ChatMessage,
@@ -16,6 +17,7 @@ from shared.protocol.domain import (
     GuidanceParams,
     GuidancePolicy,
     Mode,
+    ModeName,
     PolicyKind,
     PromptInput,
     Sampling,
@@ -145,6 +147,28 @@ def input_and_sampling_from_pb(
     return prompt_input, sampling
 
 
+def mode_name_to_pb(name: ModeName) -> edge_pb2.Mode:
+    """The wire's mode for a mode's name ("gkt", "student", "teacher")."""
+    return _MODE_TO_PB[MODES_BY_NAME[name]]
+
+
+def mode_name_from_pb(value: int) -> ModeName:
+    """A response's mode as its name ("gkt", "student", "teacher"); unset means GKT."""
+    mode = mode_from_pb(value) if value in _MODE_FROM_PB else "gkt"
+    return next(name for name, named in MODES_BY_NAME.items() if named == mode)
+
+
+def finish_reason_name(value: int) -> str:
+    """A response's finish reason as a word ("length", "stop", "cancelled"; "unspecified" when unset)."""
+    return common_pb2.FinishReason.Name(value).removeprefix("FINISH_REASON_").lower()
+
+
+def guidance_end_name(value: int) -> str:
+    """Why a response's guidance ended, as a word ("k_reached", ...); "" when it asked for none."""
+    end = edge_pb2.GuidanceEnd.Name(value).removeprefix("GUIDANCE_END_").lower()
+    return "" if end == "unspecified" else end
+
+
 def sampling_to_pb(sampling: Sampling) -> common_pb2.Sampling:
     return common_pb2.Sampling(
         temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed, stop=list(sampling.stop)
@@ -163,7 +187,7 @@ def guidance_request_to_pb(params: GuidanceParams) -> teacher_pb2.GuidanceReques
         **_input_to_pb(params.input),  # type: ignore[arg-type]
         system_prompt=params.input.system_prompt,
         continue_final_message=params.input.continue_final_message,
-        guidance_tokens=params.guidance_tokens,
+        max_tokens=params.max_tokens,
         sampling=sampling_to_pb(params.sampling),
     )
 

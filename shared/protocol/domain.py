@@ -6,6 +6,9 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Mode = Literal["gkt", "student_only", "teacher_only"]
+# The modes as apps name them (`gkt ask --mode`, `EdgeClient`, the benchmark, the HTTP API's `gkt.mode`).
+ModeName = Literal["gkt", "student", "teacher"]
+MODES_BY_NAME: dict[ModeName, Mode] = {"gkt": "gkt", "student": "student_only", "teacher": "teacher_only"}
 FinishReason = Literal["length", "stop", "cancelled"]
 Segment = Literal["guidance", "student"]
 PolicyKind = Literal["fixed", "adaptive"]
@@ -60,10 +63,11 @@ class Sampling:
 
 @dataclass(frozen=True)
 class GuidanceParams:
-    """A request to the teacher: write at most `guidance_tokens` tokens (K) for `input`."""
+    """A request to the teacher: write at most `max_tokens` tokens (its token budget: K, a burst, or a teacher-only
+    answer) for `input`."""
 
     input: PromptInput
-    guidance_tokens: int
+    max_tokens: int
     sampling: Sampling
 
 

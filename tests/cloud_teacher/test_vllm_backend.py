@@ -33,7 +33,7 @@ PROMPT = "Q: Name the planets of the solar system and describe each one.\nA:"
 
 
 def guidance_request(k: int, prompt: str = PROMPT) -> teacher_pb2.GuidanceRequest:
-    return teacher_pb2.GuidanceRequest(prompt=prompt, guidance_tokens=k)
+    return teacher_pb2.GuidanceRequest(prompt=prompt, max_tokens=k)
 
 
 async def stream_text(
