@@ -2,7 +2,7 @@
 
 Each question is sent to the edge over gRPC as a raw few-shot prompt, once per mode: teacher-only, student-only
 and GKT at each K, one mode after the other over all questions with the same concurrency, so that wall times
-compare. Writes a results JSON, a per-answer JSONL file beside it and two PNG plots, and prints a Markdown table.
+compare. Writes a results JSON, a per-answer JSONL file beside it and three PNG plots, and prints a Markdown table.
 """
 
 from __future__ import annotations

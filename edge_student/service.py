@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Callable
 from edge_student.accounting import account_answer
 from edge_student.answer_flow import AnswerFlow
 from edge_student.settings import EdgeSettings
-from shared.hardware import hardware_summary, package_version
+from shared.hardware import server_info
 from shared.metrics import Api, GktMetrics
 from shared.protocol.domain import Answer, AnswerEvent, GenerateParams, ServerInfo
 from shared.protocol.errors import NotReadyError
@@ -58,15 +58,13 @@ class EdgeService:
     def info(self, flow: AnswerFlow) -> ServerInfo:
         """What this edge runs."""
         s = self.settings
-        return ServerInfo(
-            tier="edge",
-            model=s.model,
+        return server_info(
+            "edge",
+            s.model,
             model_file=str(flow.engine.model.path),
             backend="llamacpp",
             threads=s.n_threads,
             slots=s.n_slots,
-            hardware=hardware_summary(),
-            version=package_version(),
         )
 
     def finish(self, answer: Answer, *, api: Api) -> None:

@@ -25,15 +25,15 @@ PROJECT = {"shared", *TIERS, *APPS, "scripts", "tests"}
 # The parts of `shared`, bottom first (the README's "Layout" says why): a part may import itself and the parts of
 # lower ranks, never one of its own rank or above.
 SHARED_RANKS = {
-    "shared.hardware": 0,  # leaves: they import nothing of the project
-    "shared.pricing": 0,
+    "shared.pricing": 0,  # leaves: they import nothing of the project
     "shared.catalog": 0,
     "shared.protocol": 1,  # domain types and errors, validation, wire stubs and their conversion
-    "shared.prompt_formats": 2,
-    "shared.llama": 3,
-    "shared.metrics": 4,
-    "shared.server": 5,
-    "shared.launch": 5,
+    "shared.hardware": 2,  # this machine, and the ServerInfo a tier reports
+    "shared.prompt_formats": 3,
+    "shared.llama": 4,
+    "shared.metrics": 5,
+    "shared.server": 6,
+    "shared.launch": 6,
 }
 # The edge's two doors: each adapts the transport-neutral service and neither imports the other.
 GRPC_DOOR = ("edge_student.servicer",)

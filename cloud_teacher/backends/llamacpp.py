@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
 from shared.catalog import DEFAULT_TEACHER
-from shared.hardware import hardware_summary, package_version
+from shared.hardware import server_info
 from shared.llama.engine import BatchedLlamaEngine, SamplingParams
 from shared.llama.engine_settings import start_engine
 from shared.metrics import GktMetrics
@@ -49,10 +49,7 @@ class LlamaCppBackend(TeacherBackend):
         template = self._engine.model.metadata("tokenizer.chat_template")
         self._format = select_prompt_format(self._settings.prompt_format, template)
 
-    def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
-        return self._generate(params)
-
-    async def _generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
+    async def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._engine is None:
             raise NotReadyError("the teacher model is not loaded yet")
         rendered = self._format.render(params.input)
@@ -87,15 +84,13 @@ class LlamaCppBackend(TeacherBackend):
 
     def info(self) -> ServerInfo:
         s = self._settings
-        return ServerInfo(
-            tier="teacher",
-            model=s.model or DEFAULT_TEACHER,
+        return server_info(
+            "teacher",
+            s.model or DEFAULT_TEACHER,
             model_file=str(self._engine.model.path) if self._engine else "",
             backend=self.name,
             threads=s.n_threads,
             slots=s.n_slots,
-            hardware=hardware_summary(),
-            version=package_version(),
         )
 
     async def close(self) -> None:

@@ -12,8 +12,7 @@ import httpx
 
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
-from shared.hardware import package_version
-from shared.metrics import GktMetrics
+from shared.hardware import server_info
 from shared.prompt_formats import select_prompt_format
 from shared.protocol.domain import (
     GuidanceDelta,
@@ -35,9 +34,8 @@ class OpenAIBackend(TeacherBackend):
 
     name = "openai"
 
-    def __init__(self, settings: TeacherSettings, metrics: GktMetrics) -> None:
+    def __init__(self, settings: TeacherSettings) -> None:
         self._settings = settings
-        self._metrics = metrics
         self._client: httpx.AsyncClient | None = None
         self._model = settings.model or ""
         # Completion endpoints take text, and the remote model's chat template is not known here: 'auto' renders
@@ -66,10 +64,7 @@ class OpenAIBackend(TeacherBackend):
             self._model = models[0]
         logger.info("OpenAI-compatible teacher: %s at %s", self._model, self._settings.openai_base_url)
 
-    def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
-        return self._generate(params)
-
-    async def _generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
+    async def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._client is None:
             raise NotReadyError("the OpenAI backend is not started yet")
         rendered = self._format.render(params.input)
@@ -131,13 +126,12 @@ class OpenAIBackend(TeacherBackend):
         return self._running, 0
 
     def info(self) -> ServerInfo:
-        return ServerInfo(
-            tier="teacher",
-            model=self._settings.model or self._model,
+        return server_info(
+            "teacher",
+            self._settings.model or self._model,
             model_file=f"{self._model} at {self._settings.openai_base_url}",
             backend=self.name,
             hardware="remote (the OpenAI-compatible server's)",
-            version=package_version(),
         )
 
     async def close(self) -> None:

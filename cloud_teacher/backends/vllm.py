@@ -14,9 +14,8 @@ from typing import Any, cast
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.settings import TeacherSettings
 from shared.catalog import CATALOG, DEFAULT_TEACHER, cache_dir
-from shared.hardware import hardware_summary, package_version
-from shared.metrics import GktMetrics
-from shared.prompt_formats import CompletionFormat, PromptFormat, PromptPiece, select_prompt_format
+from shared.hardware import server_info
+from shared.prompt_formats import CompletionFormat, PromptFormat, PromptPiece, merge_pieces, select_prompt_format
 from shared.protocol.domain import (
     FinishReason,
     GuidanceDelta,
@@ -103,14 +102,8 @@ def _queue_seconds(metrics: Any) -> float:
 def encode_pieces(tokenizer: Any, pieces: Sequence[PromptPiece]) -> list[int]:
     """Token ids of a prompt in pieces with a Hugging Face tokenizer: control tokens (e.g. `<|im_start|>`) are
     parsed in the chat template's markup only, never in what users or teachers wrote."""
-    merged: list[PromptPiece] = []
-    for text, trusted in pieces:
-        if merged and merged[-1][1] == trusted:
-            merged[-1] = (merged[-1][0] + text, trusted)
-        elif text:
-            merged.append((text, trusted))
     ids: list[int] = list(tokenizer.encode("", add_special_tokens=True))  # BOS where the model adds one
-    for text, trusted in merged:
+    for text, trusted in merge_pieces(pieces):
         ids += tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not trusted)
     return ids
 
@@ -120,9 +113,8 @@ class VllmBackend(TeacherBackend):
 
     name = "vllm"
 
-    def __init__(self, settings: TeacherSettings, metrics: GktMetrics) -> None:
+    def __init__(self, settings: TeacherSettings) -> None:
         self._settings = settings
-        self._metrics = metrics
         self._engine: Any = None
         self._tokenizer: Any = None
         self._format: PromptFormat = CompletionFormat()
@@ -157,13 +149,10 @@ class VllmBackend(TeacherBackend):
         self._dtype = str(self._engine.model_config.dtype).removeprefix("torch.")
         self._format = select_prompt_format(s.prompt_format, getattr(self._tokenizer, "chat_template", None))
         # Warm-up before SERVING: the first request pays for graph/kernel set-up.
-        async for _ in self._generate(_warmup_params()):
+        async for _ in self.generate(_warmup_params()):
             pass
 
-    def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
-        return self._generate(params)
-
-    async def _generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
+    async def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._engine is None:
             raise NotReadyError("the vLLM engine is not started yet")
         from vllm import SamplingParams
@@ -230,16 +219,14 @@ class VllmBackend(TeacherBackend):
 
     def info(self) -> ServerInfo:
         s = self._settings
-        return ServerInfo(
-            tier="teacher",
-            model=s.model or DEFAULT_TEACHER,
+        return server_info(
+            "teacher",
+            s.model or DEFAULT_TEACHER,
             model_file=self._model_file,
             backend=self.name,
             dtype=self._dtype,
             threads=0,  # vLLM's CPU worker binds its own cores (one per rank by default)
             slots=s.max_num_seqs,
-            hardware=hardware_summary(),
-            version=package_version(),
         )
 
     async def close(self) -> None:

@@ -1,4 +1,5 @@
-"""Protobuf <-> domain dataclasses, for both services; the only module besides servicers that touches protobuf."""
+"""Protobuf <-> domain dataclasses, for both services: the servicers and the teacher client convert here, and so do
+the apps (`EdgeClient`, `gkt ask`, the benchmark) for the words they print; model code never touches protobuf."""
 
 from __future__ import annotations
 

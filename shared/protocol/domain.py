@@ -1,4 +1,5 @@
-"""The plain dataclasses both tiers work with; protobuf is converted to and from these only at the servicers."""
+"""The plain dataclasses both tiers work with; protobuf is converted to and from these in `convert.py`, where a
+tier meets the wire (its servicer, the edge's teacher client), and model code never sees it."""
 
 from __future__ import annotations
 
