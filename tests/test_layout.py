@@ -71,6 +71,11 @@ def part_of(module: str, parts: Iterable[str]) -> str | None:
     return next((part for part in parts if module == part or module.startswith(part + ".")), None)
 
 
+def outermost(names: set[str]) -> list[str]:
+    """The names without those inside another of them (`a.b` for `from a.b import C`, not also `a.b.C`)."""
+    return sorted(name for name in names if not any(name.startswith(other + ".") for other in names))
+
+
 def sources(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
@@ -93,7 +98,7 @@ def shared_violations(files: dict[str, set[str]]) -> list[str]:
             continue  # the package's own __init__
         source = part_of(module, SHARED_RANKS)
         assert source is not None, f"{module} is in no part of shared: give it a rank in SHARED_RANKS"
-        for target in sorted(imports):
+        for target in outermost(imports):
             part = part_of(target, SHARED_RANKS)
             if part is None or part == source:
                 continue
@@ -114,7 +119,7 @@ def door_violations(files: dict[str, set[str]]) -> list[str]:
     for module, imports in files.items():
         for mine, other in ((GRPC_DOOR, HTTP_DOOR), (HTTP_DOOR, GRPC_DOOR), (SERVICE, GRPC_DOOR + HTTP_DOOR)):
             if part_of(module, mine) is not None:
-                wrong.extend(f"{module} -> {target}" for target in sorted(imports) if part_of(target, other))
+                wrong.extend(f"{module} -> {target}" for target in outermost(imports) if part_of(target, other))
     return wrong
 
 
