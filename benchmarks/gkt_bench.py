@@ -2,7 +2,7 @@
 
 Each question is sent to the edge over gRPC as a raw few-shot prompt, once per mode: teacher-only, student-only
 and GKT at each K, one mode after the other over all questions with the same concurrency, so that wall times
-compare. Writes a results JSON, a per-answer JSONL file beside it and two PNG plots, and prints a Markdown table.
+compare. Writes a results JSON, a per-answer JSONL file beside it and three PNG plots, and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ from benchmarks.report import (
     write_json,
     write_plots,
 )
-from benchmarks.runner import FIXED, MODE_NAMES, ModeName, ModeRun, ModeSpec, PolicySpec, RequestSettings, run_mode
+from benchmarks.runner import FIXED, MODE_NAMES, ModeRun, ModeSpec, PolicySpec, RequestSettings, run_mode
 from edge_student.settings import EdgeSettings
 from shared.catalog import DEFAULT_STUDENT, cache_dir
 from shared.hardware import hardware_summary
 from shared.launch import ServiceProcess, launch_edge, launch_teacher
 from shared.pricing import Prices
+from shared.protocol.domain import ModeName
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2_grpc
 
 logger = logging.getLogger(__name__)

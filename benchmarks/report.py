@@ -454,7 +454,7 @@ def plot_accuracy_teacher_tokens(document: dict[str, Any], path: Path) -> None:
 
 
 def write_plots(document: dict[str, Any], directory: Path, prefix: str) -> list[Path]:
-    """Both plots as `<prefix>_accuracy_speedup_vs_k.png` and `<prefix>_cost_vs_accuracy.png` in `directory`."""
+    """The three plots in `directory`: `<prefix>_` + the accuracy/speed-up, cost/accuracy and teacher-tokens names."""
     accuracy_speedup = directory / f"{prefix}_{ACCURACY_SPEEDUP_PLOT}"
     cost_accuracy = directory / f"{prefix}_{COST_ACCURACY_PLOT}"
     teacher_tokens = directory / f"{prefix}_{TEACHER_TOKENS_PLOT}"

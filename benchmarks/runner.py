@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import grpc
 from tqdm import tqdm
@@ -15,12 +15,11 @@ from tqdm import tqdm
 from benchmarks.answers import judge
 from benchmarks.datasets import Dataset, Example
 from benchmarks.prompts import FewShotPrompts
-from shared.protocol.convert import degraded_reason_name
+from shared.protocol.convert import degraded_reason_name, finish_reason_name, guidance_end_name, mode_name_to_pb
+from shared.protocol.domain import ModeName
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 
-ModeName = Literal["teacher", "student", "gkt"]
-MODE_NAMES: tuple[ModeName, ...] = ("teacher", "student", "gkt")
-_MODES_PB = {"teacher": edge_pb2.MODE_TEACHER_ONLY, "student": edge_pb2.MODE_STUDENT_ONLY, "gkt": edge_pb2.MODE_GKT}
+MODE_NAMES: tuple[ModeName, ...] = ("teacher", "student", "gkt")  # the order a benchmark runs them in
 USAGE_FIELDS = (
     "teacher_prompt_tokens",
     "teacher_completion_tokens",
@@ -142,7 +141,7 @@ def build_request(spec: ModeSpec, prompt: str, settings: RequestSettings) -> edg
     """A raw completion-style request; K is set in GKT mode only."""
     request = edge_pb2.GenerateRequest(
         prompt=prompt,
-        mode=_MODES_PB[spec.mode],
+        mode=mode_name_to_pb(spec.mode),
         max_tokens=settings.max_tokens,
         sampling=common_pb2.Sampling(temperature=settings.temperature, seed=settings.seed, stop=list(settings.stop)),
     )
@@ -177,11 +176,10 @@ async def answer_one(
     record.outcome, record.extracted = judgement.outcome, judgement.extracted
     record.text = response.text
     record.guidance_text, record.student_text = response.guidance_text, response.student_text
-    record.finish_reason = common_pb2.FinishReason.Name(response.finish_reason).removeprefix("FINISH_REASON_").lower()
+    record.finish_reason = finish_reason_name(response.finish_reason)
     record.degraded, record.degraded_reason = response.degraded, degraded_reason_name(response.degraded_reason)
     record.usage = {name: int(getattr(response.usage, name)) for name in USAGE_FIELDS}
-    end = edge_pb2.GuidanceEnd.Name(response.guidance_end).removeprefix("GUIDANCE_END_").lower()
-    record.guidance_end, record.bursts = ("" if end == "unspecified" else end), len(response.bursts)
+    record.guidance_end, record.bursts = guidance_end_name(response.guidance_end), len(response.bursts)
     record.timings = {f.name: float(getattr(response.timings, f.name)) for f in response.timings.DESCRIPTOR.fields}
     return record
 

@@ -32,7 +32,7 @@ SUBJECTS = ["the ocean", "a city at night", "autumn", "a long journey", "the sta
 def guidance_request(index: int, k: int) -> teacher_pb2.GuidanceRequest:
     # No stop sequences: every stream runs to K tokens, so tokens/s compares like with like.
     prompt = f"Here is a long essay about {SUBJECTS[index % len(SUBJECTS)]}.\n\n"
-    return teacher_pb2.GuidanceRequest(prompt=prompt, guidance_tokens=k, sampling=common_pb2.Sampling(temperature=0.0))
+    return teacher_pb2.GuidanceRequest(prompt=prompt, max_tokens=k, sampling=common_pb2.Sampling(temperature=0.0))
 
 
 def stream_request(stub: teacher_pb2_grpc.TeacherServiceStub, k: int) -> Request:

@@ -44,8 +44,8 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         """Decodes and validates a request (raises `InvalidArgumentError` naming the field)."""
         s = self._settings
         prompt_input, sampling = input_and_sampling_from_pb(request, s)
-        validate_token_count("guidance_tokens", request.guidance_tokens, minimum=1, maximum=s.max_guidance_tokens)
-        return GuidanceParams(input=prompt_input, guidance_tokens=request.guidance_tokens, sampling=sampling)
+        validate_token_count("max_tokens", request.max_tokens, minimum=1, maximum=s.max_guidance_tokens)
+        return GuidanceParams(input=prompt_input, max_tokens=request.max_tokens, sampling=sampling)
 
     async def StreamGuidance(  # noqa: N802 (gRPC method name)
         self, request: teacher_pb2.GuidanceRequest, context: grpc.aio.ServicerContext[Any, Any]

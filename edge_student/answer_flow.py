@@ -46,7 +46,7 @@ from shared.protocol.domain import (
     Timings,
     Usage,
 )
-from shared.server.errors import BackendError
+from shared.protocol.errors import BackendError
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +208,8 @@ class AnswerFlow:
             read = call.last.completion_tokens if call.last is not None else 0
             return read >= policy.floor_tokens and student_agrees(policy, sequence.scores)
 
-        items = _until(stream, sequence, agreed) if policy.kind == "adaptive" else stream
-        async with aclosing(stream), aclosing(items):  # items first: `_until` may hold a pending read of stream
+        items = _until_agreed(stream, sequence, agreed) if policy.kind == "adaptive" else stream
+        async with aclosing(stream), aclosing(items):  # items first: `_until_agreed` may hold a pending read of stream
             async for item in items:
                 if item is None:  # the student agreed: the stream is closed, which stops the teacher's request
                     call.finished_at = time.monotonic()
@@ -246,7 +246,7 @@ class AnswerFlow:
             call.failure = TeacherUnavailableError("circuit_open", "the teacher failed repeatedly; not calling it")
             call.finished_at = time.monotonic()
             return
-        request = GuidanceParams(input=prompt_input, guidance_tokens=tokens, sampling=params.sampling)
+        request = GuidanceParams(input=prompt_input, max_tokens=tokens, sampling=params.sampling)
         time_left = None if deadline is None else deadline - time.monotonic()
         try:
             async with aclosing(self.teacher.stream_guidance(request, params.mode, time_left)) as events:
@@ -456,7 +456,7 @@ def _cancel_submitted(submitting: asyncio.Future[EngineSequence]) -> None:
         submitting.result().cancel()
 
 
-async def _until(
+async def _until_agreed(
     stream: AsyncGenerator[str, None], sequence: EngineSequence, check: Callable[[], bool]
 ) -> AsyncGenerator[str | None, None]:
     """The stream's items until `check()` (asked whenever the student reports progress or an item arrives) turns

@@ -7,9 +7,9 @@ from typing import Any
 
 import grpc
 
+from shared.protocol.convert import mode_name_to_pb
+from shared.protocol.domain import ModeName
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
-
-MODES = {"gkt": edge_pb2.MODE_GKT, "student": edge_pb2.MODE_STUDENT_ONLY, "teacher": edge_pb2.MODE_TEACHER_ONLY}
 
 
 class EdgeClient:
@@ -25,7 +25,7 @@ class EdgeClient:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def ask(
-        self, question: str, *, mode: str = "gkt", timeout: float = 300.0, **settings: Any
+        self, question: str, *, mode: ModeName = "gkt", timeout: float = 300.0, **settings: Any
     ) -> edge_pb2.GenerateResponse:
         """One chat question; `settings` are `build_request` keywords (guidance_tokens, max_tokens, temperature,
         seed, stop, system_prompt, ...)."""
@@ -35,7 +35,7 @@ class EdgeClient:
         return response
 
     def stream(
-        self, question: str, *, mode: str = "gkt", timeout: float = 300.0, **settings: Any
+        self, question: str, *, mode: ModeName = "gkt", timeout: float = 300.0, **settings: Any
     ) -> Iterator[edge_pb2.GenerateStreamChunk]:
         """The same, streamed: guidance deltas, then the student's, then a chunk with `final` set."""
         yield from self._stub.GenerateStream(
@@ -49,12 +49,12 @@ class EdgeClient:
 SAMPLING_FIELDS = ("temperature", "top_p", "seed", "stop")
 
 
-def build_request(question: str, mode: str = "gkt", **settings: Any) -> edge_pb2.GenerateRequest:
+def build_request(question: str, mode: ModeName = "gkt", **settings: Any) -> edge_pb2.GenerateRequest:
     """A one-question chat request; sampling keywords (temperature, top_p, seed, stop) go into `sampling`."""
     sampling = {key: settings.pop(key) for key in SAMPLING_FIELDS if key in settings}
     return edge_pb2.GenerateRequest(
         conversation=common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content=question)]),
-        mode=MODES[mode],
+        mode=mode_name_to_pb(mode),
         sampling=common_pb2.Sampling(**sampling),
         **settings,
     )

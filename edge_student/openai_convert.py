@@ -27,15 +27,13 @@ from edge_student.openai_types import (
     GktAnswer,
     ModelCard,
     ModelInfo,
-    ModeWord,
     PromptTokensDetails,
     UsageOut,
 )
-from edge_student.request_params import generate_params
+from edge_student.request_params import generate_params, resolve_guidance_tokens
 from edge_student.settings import EdgeSettings
-from shared.protocol.domain import Answer, ChatMessage, GenerateParams, Mode, PromptInput
-from shared.protocol.validation import validate_token_count
-from shared.server.errors import InvalidArgumentError, NotFoundError
+from shared.protocol.domain import MODES_BY_NAME, Answer, ChatMessage, GenerateParams, Mode, PromptInput
+from shared.protocol.errors import InvalidArgumentError, NotFoundError
 
 # The model names and what they mean (the `gkt@K` family is parsed).
 MODELS: dict[str, tuple[Mode, str]] = {
@@ -46,13 +44,8 @@ MODELS: dict[str, tuple[Mode, str]] = {
 _GUIDED = re.compile(r"gkt@(\d{1,9})")
 # Parts of a pydantic error location that name a union member, not a field (`stop` is `str | list[str]`).
 _TYPE_TAG = re.compile(r"str|int|float|bool|list|dict|.*[\[\]\-].*")
-_MODE_WORDS: dict[ModeWord, Mode] = {
-    "gkt": "gkt",
-    "student": "student_only",
-    "student_only": "student_only",
-    "teacher": "teacher_only",
-    "teacher_only": "teacher_only",
-}
+# The modes' names, and the domain's own words for them too.
+_MODE_WORDS: dict[str, Mode] = {word: mode for name, mode in MODES_BY_NAME.items() for word in (name, mode)}
 
 
 class UnknownModelError(NotFoundError):
@@ -83,16 +76,19 @@ def route_model(name: str) -> ModelRoute:
 def model_card(name: str, settings: EdgeSettings, created: int) -> ModelCard:
     """`GET /v1/models[/name]`: what a model name does on this edge."""
     route = route_model(name)
-    k = settings.default_guidance_tokens if route.guidance_tokens is None else route.guidance_tokens
+    k = 0
     if route.mode == "gkt":
-        validate_token_count("model", k, minimum=0, maximum=settings.max_guidance_tokens)  # K of gkt@K
+        try:
+            k = resolve_guidance_tokens(settings, route.guidance_tokens)
+        except InvalidArgumentError as error:
+            raise _on_wire(error, {"guidance_tokens": "model"}) from None  # K of gkt@K
     description = MODELS[name][1] if name in MODELS else f"GKT with {k} guidance tokens"
     return ModelCard(
         id=name,
         created=created,
         gkt=ModelInfo(
             mode=route.mode,
-            guidance_tokens=k if route.mode == "gkt" else 0,
+            guidance_tokens=k,
             student=settings.model,
             description=description,
         ),
@@ -249,10 +245,10 @@ def usage_out(answer: Answer) -> UsageOut:
     )
 
 
-def gkt_answer(answer: Answer, params: GenerateParams) -> GktAnswer:
+def gkt_answer(answer: Answer) -> GktAnswer:
     return GktAnswer(
         mode=answer.mode,
-        guidance_tokens=params.guidance_tokens,
+        guidance_tokens=answer.guidance_tokens,
         guidance_text=answer.guidance_text,
         student_text=answer.student_text,
         degraded=answer.degraded,
@@ -269,7 +265,7 @@ def chat_completion(answer: Answer, request: TranslatedRequest, response_id: str
         model=request.model,
         choices=[ChatChoice(message=ChatMessageOut(content=answer.text), finish_reason=finish_reason(answer))],
         usage=usage_out(answer),
-        gkt=gkt_answer(answer, request.params),
+        gkt=gkt_answer(answer),
     )
 
 
@@ -280,5 +276,5 @@ def completion(answer: Answer, request: TranslatedRequest, response_id: str, cre
         model=request.model,
         choices=[CompletionChoice(text=answer.text, finish_reason=finish_reason(answer))],
         usage=usage_out(answer),
-        gkt=gkt_answer(answer, request.params),
+        gkt=gkt_answer(answer),
     )

@@ -113,10 +113,13 @@ class UsageOut(BaseModel):
 
 
 class GktAnswer(BaseModel):
-    """The `gkt` extension of a response: the answer as the gRPC API reports it."""
+    """The `gkt` extension of a response: the answer's fields as the gRPC API reports them (not yet why the guidance
+    ended, nor the escalation bursts)."""
 
     mode: Mode
-    guidance_tokens: int = Field(description="K asked for (the teacher may have written fewer).")
+    guidance_tokens: int = Field(
+        description="K asked for in GKT mode (the teacher may have written fewer); 0 in the student and teacher modes."
+    )
     guidance_text: str
     student_text: str
     degraded: bool

@@ -17,6 +17,14 @@ from shared.protocol.domain import GenerateParams, GuidancePolicy, Mode, PromptI
 from shared.protocol.validation import validate_policy, validate_prompt_input, validate_sampling, validate_token_count
 
 
+def resolve_guidance_tokens(settings: EdgeSettings, guidance_tokens: int | None) -> int:
+    """K, the one place it is defaulted and checked: the edge's default when unset, else 0 to the edge's limit
+    (`InvalidArgumentError` on `guidance_tokens`)."""
+    guidance_tokens = settings.default_guidance_tokens if guidance_tokens is None else guidance_tokens
+    validate_token_count("guidance_tokens", guidance_tokens, minimum=0, maximum=settings.max_guidance_tokens)
+    return guidance_tokens
+
+
 def generate_params(
     settings: EdgeSettings,
     prompt_input: PromptInput,
@@ -41,10 +49,8 @@ def generate_params(
     validate_sampling(sampling)
     max_tokens = settings.default_max_tokens if max_tokens is None else max_tokens
     validate_token_count("max_tokens", max_tokens, minimum=1, maximum=settings.max_tokens_limit)
-    guidance_tokens = settings.default_guidance_tokens if guidance_tokens is None else guidance_tokens
-    validate_token_count("guidance_tokens", guidance_tokens, minimum=0, maximum=settings.max_guidance_tokens)
     # `max_tokens` bounds the whole answer, guidance included: more guidance than that could never be used.
-    guidance_tokens = min(guidance_tokens, max_tokens)
+    guidance_tokens = min(resolve_guidance_tokens(settings, guidance_tokens), max_tokens)
     policy = settings.default_policy() if policy is None else policy
     validate_policy(policy)
     return GenerateParams(

@@ -11,7 +11,8 @@ import grpc
 
 from edge_student.answer_flow import AnswerFlow
 from edge_student.circuit_breaker import CircuitBreaker
-from edge_student.openai_api import OpenAIApi
+from edge_student.openai_http.routes import OpenAIApi
+from edge_student.service import EdgeService
 from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
 from edge_student.teacher_client import GuidanceDeadlines, TeacherClient
@@ -40,8 +41,8 @@ def teacher_credentials(settings: EdgeSettings) -> grpc.ChannelCredentials | Non
 
 
 class EdgeServer(TierServer):
-    """The edge tier in one object: student engine + teacher client + answer flow + gRPC server (+ the HTTP API on
-    the same loop, over the same servicer)."""
+    """The edge tier in one object: student engine + teacher client + the edge service and its doors: the gRPC
+    server (+ the HTTP API on the same loop, over the same service)."""
 
     def __init__(self, settings: EdgeSettings) -> None:
         self.settings: EdgeSettings = settings
@@ -66,15 +67,16 @@ class EdgeServer(TierServer):
         )
         self.breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_seconds)
         metrics.teacher_circuit_open.labels("edge").set_function(lambda: self.breaker.state != "closed")
-        self.servicer = EdgeServicer(None, settings, metrics)  # the answer flow arrives once the model is loaded
+        # Both doors adapt one service; it answers "not ready" until `load_model` starts it.
+        self.service = EdgeService(settings, metrics, serving=lambda: self.grpc.serving)
         super().__init__(
             settings,
             metrics,
-            ServiceBinding(SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, self.servicer),
+            ServiceBinding(SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, EdgeServicer(self.service)),
         )
         self.http: HttpServer | None = None
         if settings.http_port is not None:
-            api = OpenAIApi(self.servicer, settings, metrics, serving=lambda: self.grpc.serving)
+            api = OpenAIApi(self.service, metrics)
             self.http = HttpServer(api.app, settings.http_host or settings.host, settings.http_port, settings)
 
     @property
@@ -101,12 +103,12 @@ class EdgeServer(TierServer):
     async def load_model(self) -> None:
         """Loads and warms the student; only then do requests reach the answer flow."""
         s = self.settings
-        engine = self.engine = await start_engine(s, s.model, self.metrics, on_failure=self.model_failed)
+        engine = self.engine = await start_engine(s, s.model, self.metrics.observe_batch, on_failure=self.model_failed)
         self.metrics.track_engine(engine)
         student_format = select_prompt_format(
             s.prompt_format, engine.model.metadata("tokenizer.chat_template"), s.chat_template_file
         )
-        self.servicer.answer_flow = AnswerFlow(engine, self.teacher, student_format, self.breaker)
+        self.service.start(AnswerFlow(engine, self.teacher, student_format, self.breaker))
         logger.info("student %s loaded; teacher at %s", s.model, s.teacher_address)
 
     async def close_model(self) -> None:

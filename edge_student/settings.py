@@ -14,6 +14,8 @@ from shared.prompt_formats import PromptFormatSetting
 from shared.protocol.domain import GuidancePolicy, PolicyKind
 from shared.server.settings_base import TierSettings
 
+_POLICY = GuidancePolicy()  # the domain's defaults
+
 
 class EdgeSettings(TierSettings, EngineSettings):
     """Settings of `gkt-edge`."""
@@ -65,27 +67,43 @@ class EdgeSettings(TierSettings, EngineSettings):
         512, ge=0, description="Largest K a request may ask for (a request's K is also clipped to its max_tokens)."
     )
 
-    # The guidance policy a request gets when it sets none (see GuidancePolicy in proto/gkt/v1/edge.proto).
+    # The guidance policy a request gets when it sets none (see GuidancePolicy in proto/gkt/v1/edge.proto); the
+    # defaults are the domain's (`_POLICY`), declared once there.
     guidance_policy: PolicyKind = Field(
-        "fixed", description="'fixed' reads K teacher tokens; 'adaptive' stops the teacher once the student agrees."
+        _POLICY.kind,
+        description="'fixed' reads K teacher tokens; 'adaptive' stops the teacher once the student agrees.",
     )
-    adaptive_floor_tokens: int = Field(8, ge=1, description="Adaptive: teacher tokens always read first.")
+    adaptive_floor_tokens: int = Field(
+        _POLICY.floor_tokens, ge=1, description="Adaptive: teacher tokens always read first."
+    )
     adaptive_window: int = Field(
-        8, ge=1, description="Adaptive: latest guidance tokens (student's tokenizer) the agreement is judged on."
+        _POLICY.window,
+        ge=1,
+        description="Adaptive: latest guidance tokens (student's tokenizer) the agreement is judged on.",
     )
     adaptive_min_top1_fraction: float = Field(
-        1.0, ge=0, le=1, description="Adaptive: share of the window the student must have predicted as its top choice."
+        _POLICY.min_top1_fraction,
+        ge=0,
+        le=1,
+        description="Adaptive: share of the window the student must have predicted as its top choice.",
     )
     adaptive_min_mean_logprob: float = Field(
-        -1.0, description="Adaptive: least mean log-probability (nats) the student must give the window's tokens."
+        _POLICY.min_mean_logprob,
+        description="Adaptive: least mean log-probability (nats) the student must give the window's tokens.",
     )
-    escalate: bool = Field(False, description="Ask the teacher for a burst of guidance when the student grows unsure.")
+    escalate: bool = Field(
+        _POLICY.escalate, description="Ask the teacher for a burst of guidance when the student grows unsure."
+    )
     escalation_entropy_threshold: float = Field(
-        2.5, ge=0, description="Escalation: next-token entropy (nats) that counts as unsure."
+        _POLICY.entropy_threshold, ge=0, description="Escalation: next-token entropy (nats) that counts as unsure."
     )
-    escalation_entropy_run: int = Field(3, ge=1, description="Escalation: unsure tokens in a row that trigger a burst.")
-    escalation_max_bursts: int = Field(2, ge=0, description="Escalation: most bursts per answer.")
-    escalation_burst_tokens: int = Field(8, ge=1, description="Escalation: teacher tokens per burst.")
+    escalation_entropy_run: int = Field(
+        _POLICY.entropy_run, ge=1, description="Escalation: unsure tokens in a row that trigger a burst."
+    )
+    escalation_max_bursts: int = Field(_POLICY.max_bursts, ge=0, description="Escalation: most bursts per answer.")
+    escalation_burst_tokens: int = Field(
+        _POLICY.burst_tokens, ge=1, description="Escalation: teacher tokens per burst."
+    )
 
     def default_policy(self) -> GuidancePolicy:
         return GuidancePolicy(

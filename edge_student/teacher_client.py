@@ -183,17 +183,9 @@ class TeacherClient:
         await self._channel.close()
 
 
-# Statuses that say the request was at fault (the teacher works, it refused this input), not the teacher.
-_CALLER_CAUSED = (
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.OUT_OF_RANGE,
-)
 # The teacher's own unavailability: these open the circuit breaker (overload and refused credentials do not:
 # the breaker protects callers from a dead teacher, not from configuration or load shedding).
-_TEACHER_FAILURES = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.CANCELLED,  # cancelled by the teacher: ours end the call without a status
+_TEACHER_FAILURES = (  # UNAVAILABLE and CANCELLED (by the teacher) too: `_failure_from` handles them first
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.UNKNOWN,
     grpc.StatusCode.DATA_LOSS,

@@ -13,9 +13,10 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from edge_student.client import MODES, EdgeClient
-from shared.protocol.convert import degraded_reason_name
-from shared.protocol.gkt.v1 import common_pb2, edge_pb2
+from edge_student.client import EdgeClient
+from shared.protocol.convert import degraded_reason_name, finish_reason_name, guidance_end_name, mode_name_from_pb
+from shared.protocol.domain import MODES_BY_NAME
+from shared.protocol.gkt.v1 import edge_pb2
 from shared.server.secrets import read_secret
 
 # The variable the edge reads for the token it accepts: a user who set it for the server can call it as is.
@@ -34,11 +35,10 @@ TOKEN_HINTS = {
 def response_to_json(response: edge_pb2.GenerateResponse) -> dict[str, Any]:
     """The response as plain JSON (snake_case keys, every field present, enums as lower-case words)."""
     data = MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    data["mode"] = {v: k for k, v in MODES.items()}.get(response.mode, "gkt")  # unset means GKT
-    data["finish_reason"] = common_pb2.FinishReason.Name(response.finish_reason).removeprefix("FINISH_REASON_").lower()
+    data["mode"] = mode_name_from_pb(response.mode)
+    data["finish_reason"] = finish_reason_name(response.finish_reason)
     data["degraded_reason"] = degraded_reason_name(response.degraded_reason)
-    end = edge_pb2.GuidanceEnd.Name(response.guidance_end).removeprefix("GUIDANCE_END_").lower()
-    data["guidance_end"] = "" if end == "unspecified" else end
+    data["guidance_end"] = guidance_end_name(response.guidance_end)
     return data
 
 
@@ -87,7 +87,7 @@ def ask_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("question")
     parser.add_argument("--edge", default="127.0.0.1:50052", help="edge address host:port (default %(default)s)")
-    parser.add_argument("--mode", choices=list(MODES), default="gkt")
+    parser.add_argument("--mode", choices=list(MODES_BY_NAME), default="gkt")
     parser.add_argument("--guidance-tokens", type=int, help="K: teacher tokens of guidance (edge default if unset)")
     parser.add_argument(
         "--max-tokens",

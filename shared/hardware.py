@@ -1,4 +1,4 @@
-"""A one-line description of the machine a tier runs on, for `GetInfo` and benchmark reports."""
+"""A one-line description of the machine a tier runs on, and the `ServerInfo` a tier's `GetInfo` answers with."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import importlib.metadata
 import os
 import platform
 from pathlib import Path
+
+from shared.protocol.domain import ServerInfo
 
 # The vector extensions that decide which kernels llama.cpp and vLLM can use on x86.
 _VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
@@ -56,3 +58,29 @@ def has_cuda() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:
         return False
+
+
+def server_info(
+    tier: str,
+    model: str,
+    *,
+    model_file: str = "",
+    backend: str = "",
+    dtype: str = "",
+    threads: int = 0,
+    slots: int = 0,
+    hardware: str = "",
+) -> ServerInfo:
+    """What a server of this package runs, on this machine's hardware (unless `hardware` says otherwise) and this
+    package's version."""
+    return ServerInfo(
+        tier=tier,
+        model=model,
+        model_file=model_file,
+        backend=backend,
+        dtype=dtype,
+        threads=threads,
+        slots=slots,
+        hardware=hardware or hardware_summary(),
+        version=package_version(),
+    )

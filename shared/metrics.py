@@ -175,7 +175,8 @@ class GktMetrics:
         )
         self.guidance_tokens = Counter(
             "gkt_guidance_tokens",
-            "Edge: teacher tokens of guidance consumed (the teacher's tokenizer).",
+            "Edge: tokens the teacher wrote for the edge's answers (the teacher's tokenizer): the guidance and its "
+            "bursts in GKT mode, the whole answer in teacher-only mode, none in student-only mode.",
             (*t, "mode"),
             registry=r,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -11,17 +12,27 @@ from typing import Literal, Protocol
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from shared.protocol.domain import PromptInput
-from shared.server.errors import InvalidArgumentError
+from shared.protocol.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
-
-CHAT_ROLES = ("system", "user", "assistant")
 
 
 # A piece of prompt text and whether it is trusted: only trusted text (a chat template's own markup) may contain
 # control tokens such as `<|im_start|>`; everything a user or the teacher wrote is tokenised as plain text, so a
 # message that spells out a control token cannot open a new role (prompt injection).
 PromptPiece = tuple[str, bool]
+
+
+def merge_pieces(pieces: Sequence[PromptPiece]) -> list[PromptPiece]:
+    """Neighbouring pieces of the same trust joined, empty ones dropped: a tokenizer reads each run at once, so text
+    appended piece by piece tokenises as if written at once."""
+    merged: list[PromptPiece] = []
+    for text, trusted in pieces:
+        if merged and merged[-1][1] == trusted:
+            merged[-1] = (merged[-1][0] + text, trusted)
+        elif text:
+            merged.append((text, trusted))
+    return merged
 
 
 @dataclass(frozen=True)

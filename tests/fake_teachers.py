@@ -47,7 +47,7 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "a scripted failure")
         loop = asyncio.get_running_loop()
         try:
-            for index, delta in enumerate(self.deltas[: request.guidance_tokens]):
+            for index, delta in enumerate(self.deltas[: request.max_tokens]):
                 if self.hang_after is not None and index >= self.hang_after:
                     await asyncio.Event().wait()  # never answers again
                 if index == self.pause_after:
@@ -59,7 +59,7 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServiceServicer):
                     prompt_tokens=5, completion_tokens=index + 1
                 )  # as real teachers report
                 yield teacher_pb2.GuidanceChunk(delta=teacher_pb2.GuidanceDelta(text=delta, usage=usage))
-            count = min(len(self.deltas), request.guidance_tokens)
+            count = min(len(self.deltas), request.max_tokens)
             yield teacher_pb2.GuidanceChunk(
                 done=teacher_pb2.GuidanceDone(
                     usage=teacher_pb2.TeacherUsage(prompt_tokens=5, completion_tokens=count),

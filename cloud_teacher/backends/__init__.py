@@ -16,7 +16,7 @@ def create_backend(settings: TeacherSettings, metrics: GktMetrics) -> TeacherBac
     if settings.backend == "vllm":
         from cloud_teacher.backends.vllm import VllmBackend
 
-        return VllmBackend(settings, metrics)
+        return VllmBackend(settings)
     from cloud_teacher.backends.openai import OpenAIBackend
 
-    return OpenAIBackend(settings, metrics)
+    return OpenAIBackend(settings)

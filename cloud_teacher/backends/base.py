@@ -6,8 +6,8 @@ import abc
 from collections.abc import AsyncGenerator, Callable
 
 from shared.protocol.domain import GuidanceEvent, GuidanceParams, ServerInfo
+from shared.protocol.errors import UnimplementedError
 from shared.protocol.verification import VerifyParams, VerifyResult
-from shared.server.errors import UnimplementedError
 
 
 class TeacherBackend(abc.ABC):

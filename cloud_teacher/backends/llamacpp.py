@@ -10,7 +10,7 @@ from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.backends.llamacpp_verify import verify_on_llama
 from cloud_teacher.settings import TeacherSettings
 from shared.catalog import DEFAULT_TEACHER
-from shared.hardware import hardware_summary, package_version
+from shared.hardware import server_info
 from shared.llama.engine import BatchedLlamaEngine, SamplingParams
 from shared.llama.engine_settings import start_engine
 from shared.metrics import GktMetrics
@@ -23,8 +23,8 @@ from shared.protocol.domain import (
     ServerInfo,
     TeacherTimings,
 )
+from shared.protocol.errors import BackendError, NotReadyError
 from shared.protocol.verification import VerifyParams, VerifyResult
-from shared.server.errors import BackendError, NotReadyError
 
 logger = logging.getLogger(__name__)
 
@@ -42,20 +42,20 @@ class LlamaCppBackend(TeacherBackend):
 
     async def start(self) -> None:
         self._engine = await start_engine(
-            self._settings, self._settings.model or DEFAULT_TEACHER, self._metrics, on_failure=self.on_failure
+            self._settings,
+            self._settings.model or DEFAULT_TEACHER,
+            self._metrics.observe_batch,
+            on_failure=self.on_failure,
         )
         self._metrics.track_engine(self._engine)
         template = self._engine.model.metadata("tokenizer.chat_template")
         self._format = select_prompt_format(self._settings.prompt_format, template, self._settings.chat_template_file)
 
-    def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
-        return self._generate(params)
-
-    async def _generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
+    async def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._engine is None:
             raise NotReadyError("the teacher model is not loaded yet")
         rendered = self._format.render(params.input)
-        sampling = SamplingParams.of(params.sampling, params.guidance_tokens, rendered.stop)
+        sampling = SamplingParams.of(params.sampling, params.max_tokens, rendered.stop)
         sequence = self._engine.submit(rendered.pieces, sampling)
         try:
             async for text in sequence.stream():
@@ -91,15 +91,13 @@ class LlamaCppBackend(TeacherBackend):
 
     def info(self) -> ServerInfo:
         s = self._settings
-        return ServerInfo(
-            tier="teacher",
-            model=s.model or DEFAULT_TEACHER,
+        return server_info(
+            "teacher",
+            s.model or DEFAULT_TEACHER,
             model_file=str(self._engine.model.path) if self._engine else "",
             backend=self.name,
             threads=s.n_threads,
             slots=s.n_slots,
-            hardware=hardware_summary(),
-            version=package_version(),
         )
 
     async def close(self) -> None:

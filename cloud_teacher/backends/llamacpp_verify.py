@@ -24,8 +24,8 @@ from cloud_teacher.acceptance import (
 from shared.llama.engine import BatchedLlamaEngine, SamplingParams, SequenceResult
 from shared.llama.model import LlamaModel
 from shared.prompt_formats import PromptFormat, PromptPiece
+from shared.protocol.errors import BackendError, InvalidArgumentError, NotReadyError
 from shared.protocol.verification import MAX_DRAFT_TOKENS, VerifyParams, VerifyResult, VerifyTimings, VerifyUsage
-from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError
 
 # Top choices kept per scored token for the speculative rule's residual (strict and lenient need the first only).
 SPECULATIVE_TOP_K = 20

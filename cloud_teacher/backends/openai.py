@@ -14,8 +14,7 @@ import httpx
 from cloud_teacher.backends.base import TeacherBackend
 from cloud_teacher.backends.openai_verify import verify_over_openai
 from cloud_teacher.settings import TeacherSettings
-from shared.hardware import package_version
-from shared.metrics import GktMetrics
+from shared.hardware import server_info
 from shared.prompt_formats import select_prompt_format
 from shared.protocol.domain import (
     GuidanceDelta,
@@ -26,8 +25,8 @@ from shared.protocol.domain import (
     ServerInfo,
     TeacherTimings,
 )
+from shared.protocol.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
 from shared.protocol.verification import VerifyParams, VerifyResult
-from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError, OverloadedError
 from shared.server.secrets import read_secret
 
 logger = logging.getLogger(__name__)
@@ -58,9 +57,8 @@ class OpenAIBackend(TeacherBackend):
 
     name = "openai"
 
-    def __init__(self, settings: TeacherSettings, metrics: GktMetrics) -> None:
+    def __init__(self, settings: TeacherSettings) -> None:
         self._settings = settings
-        self._metrics = metrics
         self._client: httpx.AsyncClient | None = None
         self._model = settings.model or ""
         # Completion endpoints take text, and the remote model's chat template is not known here: 'auto' renders
@@ -89,10 +87,7 @@ class OpenAIBackend(TeacherBackend):
             self._model = models[0]
         logger.info("OpenAI-compatible teacher: %s at %s", self._model, self._settings.openai_base_url)
 
-    def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
-        return self._generate(params)
-
-    async def _generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
+    async def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._client is None:
             raise NotReadyError("the OpenAI backend is not started yet")
         refuse_control_token_text(params.input)
@@ -100,7 +95,7 @@ class OpenAIBackend(TeacherBackend):
         body: dict[str, Any] = {
             "model": self._model,
             "prompt": rendered.text,
-            "max_tokens": params.guidance_tokens,
+            "max_tokens": params.max_tokens,
             "temperature": params.sampling.temperature,
             "top_p": params.sampling.top_p,
             "stream": True,
@@ -164,13 +159,12 @@ class OpenAIBackend(TeacherBackend):
         return self._running, 0
 
     def info(self) -> ServerInfo:
-        return ServerInfo(
-            tier="teacher",
-            model=self._settings.model or self._model,
+        return server_info(
+            "teacher",
+            self._settings.model or self._model,
             model_file=f"{self._model} at {self._settings.openai_base_url}",
             backend=self.name,
             hardware="remote (the OpenAI-compatible server's)",
-            version=package_version(),
         )
 
     async def close(self) -> None:

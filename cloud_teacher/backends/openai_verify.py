@@ -23,8 +23,8 @@ from cloud_teacher.acceptance import (
     student_probabilities,
 )
 from shared.prompt_formats import PromptFormat
+from shared.protocol.errors import BackendError, InvalidArgumentError, OverloadedError, UnimplementedError
 from shared.protocol.verification import MAX_DRAFT_TOKENS, VerifyParams, VerifyResult, VerifyTimings, VerifyUsage
-from shared.server.errors import BackendError, InvalidArgumentError, OverloadedError, UnimplementedError
 
 # The most top choices the OpenAI API returns per token.
 OPENAI_TOP_LOGPROBS = 5

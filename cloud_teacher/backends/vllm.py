@@ -8,17 +8,17 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, cast
 
 from cloud_teacher.backends.base import TeacherBackend
+from cloud_teacher.backends.vllm_requests import encode_pieces, queued_seconds
 from cloud_teacher.backends.vllm_verify import VllmVerifier
 from cloud_teacher.settings import TeacherSettings
 from shared.catalog import CATALOG, DEFAULT_TEACHER, cache_dir
-from shared.hardware import hardware_summary, has_cuda, package_version
-from shared.metrics import GktMetrics
-from shared.prompt_formats import CompletionFormat, PromptFormat, PromptPiece, select_prompt_format
+from shared.hardware import has_cuda, server_info
+from shared.prompt_formats import CompletionFormat, PromptFormat, select_prompt_format
 from shared.protocol.domain import (
     FinishReason,
     GuidanceDelta,
@@ -28,8 +28,8 @@ from shared.protocol.domain import (
     ServerInfo,
     TeacherTimings,
 )
+from shared.protocol.errors import BackendError, InvalidArgumentError, NotReadyError
 from shared.protocol.verification import VerifyParams, VerifyResult
-from shared.server.errors import BackendError, InvalidArgumentError, NotReadyError
 
 logger = logging.getLogger(__name__)
 
@@ -87,36 +87,13 @@ def checkpoint_dtype(model: str) -> str:
     return dtype if dtype in ("float32", "bfloat16", "float16") else "auto"
 
 
-def _queue_seconds(metrics: Any) -> float:
-    """How long vLLM's scheduler kept the request waiting: from queued to first scheduled (engine-core clock)."""
-    if metrics is None or not getattr(metrics, "scheduled_ts", 0.0):
-        return 0.0
-    return max(0.0, float(metrics.scheduled_ts - metrics.queued_ts))
-
-
-def encode_pieces(tokenizer: Any, pieces: Sequence[PromptPiece]) -> list[int]:
-    """Token ids of a prompt in pieces with a Hugging Face tokenizer: control tokens (e.g. `<|im_start|>`) are
-    parsed in the chat template's markup only, never in what users or teachers wrote."""
-    merged: list[PromptPiece] = []
-    for text, trusted in pieces:
-        if merged and merged[-1][1] == trusted:
-            merged[-1] = (merged[-1][0] + text, trusted)
-        elif text:
-            merged.append((text, trusted))
-    ids: list[int] = list(tokenizer.encode("", add_special_tokens=True))  # BOS where the model adds one
-    for text, trusted in merged:
-        ids += tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not trusted)
-    return ids
-
-
 class VllmBackend(TeacherBackend):
     """One AsyncLLM engine in this process; every StreamGuidance call is one vLLM request."""
 
     name = "vllm"
 
-    def __init__(self, settings: TeacherSettings, metrics: GktMetrics) -> None:
+    def __init__(self, settings: TeacherSettings) -> None:
         self._settings = settings
-        self._metrics = metrics
         self._engine: Any = None
         self._tokenizer: Any = None
         self._format: PromptFormat = CompletionFormat()
@@ -156,13 +133,10 @@ class VllmBackend(TeacherBackend):
         )
         self._verifier = VllmVerifier(self._engine, self._tokenizer, self._format, self._max_model_len)
         # Warm-up before SERVING: the first request pays for graph/kernel set-up.
-        async for _ in self._generate(_warmup_params()):
+        async for _ in self.generate(_warmup_params()):
             pass
 
-    def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
-        return self._generate(params)
-
-    async def _generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
+    async def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._engine is None:
             raise NotReadyError("the vLLM engine is not started yet")
         from vllm import SamplingParams
@@ -172,14 +146,14 @@ class VllmBackend(TeacherBackend):
         # Rendering and tokenising a long conversation take milliseconds: off the loop that serves every stream.
         rendered = await asyncio.to_thread(self._format.render, params.input)
         prompt_ids = await asyncio.to_thread(encode_pieces, self._tokenizer, rendered.pieces)
-        if len(prompt_ids) + params.guidance_tokens > self._max_model_len:
+        if len(prompt_ids) + params.max_tokens > self._max_model_len:
             raise InvalidArgumentError(
                 "prompt",
-                f"{len(prompt_ids)} prompt tokens + {params.guidance_tokens} guidance tokens exceed the "
+                f"{len(prompt_ids)} prompt tokens + max_tokens {params.max_tokens} exceed the "
                 f"teacher's max model length {self._max_model_len}",
             )
         sampling = SamplingParams(
-            max_tokens=params.guidance_tokens,
+            max_tokens=params.max_tokens,
             temperature=params.sampling.temperature,
             top_p=params.sampling.top_p,
             seed=params.sampling.seed,
@@ -198,7 +172,7 @@ class VllmBackend(TeacherBackend):
                 completion = output.outputs[0]
                 completion_tokens += len(completion.token_ids)
                 cached_prompt_tokens = output.num_cached_tokens or cached_prompt_tokens
-                queue_seconds = queue_seconds or _queue_seconds(output.metrics)
+                queue_seconds = queue_seconds or queued_seconds(output.metrics)
                 if completion.text:
                     yield GuidanceDelta(completion.text, completion_tokens, len(prompt_ids), cached_prompt_tokens)
                 if output.finished:
@@ -247,16 +221,14 @@ class VllmBackend(TeacherBackend):
 
     def info(self) -> ServerInfo:
         s = self._settings
-        return ServerInfo(
-            tier="teacher",
-            model=s.model or DEFAULT_TEACHER,
+        return server_info(
+            "teacher",
+            s.model or DEFAULT_TEACHER,
             model_file=self._model_file,
             backend=self.name,
             dtype=self._dtype,
             threads=0,  # vLLM's CPU worker binds its own cores (one per rank by default)
             slots=s.max_num_seqs,
-            hardware=hardware_summary(),
-            version=package_version(),
         )
 
     async def close(self) -> None:
@@ -268,4 +240,4 @@ class VllmBackend(TeacherBackend):
 def _warmup_params() -> GuidanceParams:
     from shared.protocol.domain import PromptInput, Sampling
 
-    return GuidanceParams(input=PromptInput(prompt="Q: 1+1?\nA:"), guidance_tokens=2, sampling=Sampling(0.0, 1.0, 0))
+    return GuidanceParams(input=PromptInput(prompt="Q: 1+1?\nA:"), max_tokens=2, sampling=Sampling(0.0, 1.0, 0))

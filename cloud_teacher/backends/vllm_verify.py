@@ -24,9 +24,10 @@ from cloud_teacher.acceptance import (
     seeded_rng,
     student_probabilities,
 )
-from shared.prompt_formats import PromptFormat, PromptPiece
+from cloud_teacher.backends.vllm_requests import encode_pieces, queued_seconds
+from shared.prompt_formats import PromptFormat, PromptPiece, merge_pieces
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.verification import MAX_DRAFT_TOKENS, VerifyParams, VerifyResult, VerifyTimings, VerifyUsage
-from shared.server.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +45,10 @@ class DraftTokens:
     tail_start: int  # index in `prompt_ids` where the last (untrusted) piece starts: decoding starts there
 
 
-def _merge(pieces: Sequence[PromptPiece]) -> list[PromptPiece]:
-    merged: list[PromptPiece] = []
-    for text, trusted in pieces:
-        if merged and merged[-1][1] == trusted:
-            merged[-1] = (merged[-1][0] + text, trusted)
-        elif text:
-            merged.append((text, trusted))
-    return merged
-
-
 def draft_tokens(tokenizer: Any, pieces: Sequence[PromptPiece], draft_text: str) -> DraftTokens:
     """Tokenises the prompt as the guidance path does (`encode_pieces`: control tokens only in trusted markup) and
     maps the tokens of its last piece, which ends with the draft, to characters of the draft."""
-    from cloud_teacher.backends.vllm import encode_pieces
-
-    merged = _merge(pieces)
+    merged = merge_pieces(pieces)
     tail, trusted = merged[-1]
     assert not trusted and tail.endswith(draft_text), "the draft must end the prompt's last, untrusted piece"
     head_ids = encode_pieces(tokenizer, merged[:-1])
@@ -181,8 +170,6 @@ class VllmVerifier:
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        from cloud_teacher.backends.vllm import _queue_seconds
-
         sampling.output_kind = RequestOutputKind.FINAL_ONLY
         request_id = f"verify-{uuid.uuid4().hex}"
         final = None
@@ -196,7 +183,7 @@ class VllmVerifier:
         run.passes += 1
         run.prompt_tokens += len(prompt_ids)
         run.cached_prompt_tokens += final.num_cached_tokens or 0
-        run.queue_seconds += _queue_seconds(final.metrics)
+        run.queue_seconds += queued_seconds(final.metrics)
         return final
 
     @staticmethod

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from shared.prompt_formats import PromptPiece
+from shared.prompt_formats import PromptPiece, merge_pieces
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +73,8 @@ class LlamaModel:
     def tokenize_pieces(self, pieces: Sequence[PromptPiece]) -> list[int]:
         """Tokens of a prompt in pieces: control tokens are parsed in trusted pieces only. Neighbouring pieces of the
         same trust are tokenised together (so text appended piece by piece tokenises as if written at once)."""
-        merged: list[PromptPiece] = []
-        for text, trusted in pieces:
-            if merged and merged[-1][1] == trusted:
-                merged[-1] = (merged[-1][0] + text, trusted)
-            elif text:
-                merged.append((text, trusted))
         tokens = [llama_cpp.llama_vocab_bos(self.vocab)] if self.add_bos else []
-        for text, trusted in merged:
+        for text, trusted in merge_pieces(pieces):
             tokens += self.tokenize(text, add_special=False, parse_special=trusted)
         return tokens
 

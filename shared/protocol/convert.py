@@ -1,10 +1,13 @@
-"""Protobuf <-> domain dataclasses, for both services; the only module besides servicers that touches protobuf."""
+"""Protobuf <-> domain dataclasses, for both services: the servicers and the teacher client convert here, and so do
+the apps (`EdgeClient`, `gkt ask`, the benchmark) for the words they print; model code never touches protobuf."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 from shared.protocol.domain import (
+    MODES_BY_NAME,
     Answer,
     AnswerDelta,
     ChatMessage,
@@ -15,16 +18,16 @@ from shared.protocol.domain import (
     GuidanceParams,
     GuidancePolicy,
     Mode,
+    ModeName,
     PolicyKind,
     PromptInput,
     Sampling,
     ServerInfo,
     TeacherTimings,
 )
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, teacher_pb2
 from shared.protocol.validation import validate_prompt_input, validate_sampling
-from shared.server.errors import InvalidArgumentError
-from shared.server.settings_base import TierSettings
 
 _FINISH_TO_PB = {
     "length": common_pb2.FINISH_REASON_LENGTH,
@@ -125,7 +128,18 @@ def sampling_from_pb(sampling: common_pb2.Sampling, *, temperature: float, top_p
     )
 
 
-def input_and_sampling_from_pb(request: InputRequest, settings: TierSettings) -> tuple[PromptInput, Sampling]:
+class RequestDefaults(Protocol):
+    """The tier settings a request is decoded against (both tiers' settings classes have them)."""
+
+    @property
+    def max_prompt_chars(self) -> int: ...
+    @property
+    def default_temperature(self) -> float: ...
+    @property
+    def default_top_p(self) -> float: ...
+
+
+def input_and_sampling_from_pb(request: InputRequest, settings: RequestDefaults) -> tuple[PromptInput, Sampling]:
     """What both tiers' requests share, decoded, the tier's defaults filled in and validated against its limits
     (`InvalidArgumentError` names the field)."""
     prompt_input = prompt_input_from_pb(request)
@@ -135,6 +149,28 @@ def input_and_sampling_from_pb(request: InputRequest, settings: TierSettings) ->
     )
     validate_sampling(sampling)
     return prompt_input, sampling
+
+
+def mode_name_to_pb(name: ModeName) -> edge_pb2.Mode:
+    """The wire's mode for a mode's name ("gkt", "student", "teacher")."""
+    return _MODE_TO_PB[MODES_BY_NAME[name]]
+
+
+def mode_name_from_pb(value: int) -> ModeName:
+    """A response's mode as its name ("gkt", "student", "teacher"); unset means GKT."""
+    mode = mode_from_pb(value) if value in _MODE_FROM_PB else "gkt"
+    return next(name for name, named in MODES_BY_NAME.items() if named == mode)
+
+
+def finish_reason_name(value: int) -> str:
+    """A response's finish reason as a word ("length", "stop", "cancelled"; "unspecified" when unset)."""
+    return common_pb2.FinishReason.Name(value).removeprefix("FINISH_REASON_").lower()
+
+
+def guidance_end_name(value: int) -> str:
+    """Why a response's guidance ended, as a word ("k_reached", ...); "" when it asked for none."""
+    end = edge_pb2.GuidanceEnd.Name(value).removeprefix("GUIDANCE_END_").lower()
+    return "" if end == "unspecified" else end
 
 
 def sampling_to_pb(sampling: Sampling) -> common_pb2.Sampling:
@@ -155,7 +191,7 @@ def guidance_request_to_pb(params: GuidanceParams) -> teacher_pb2.GuidanceReques
         **_input_to_pb(params.input),  # type: ignore[arg-type]
         system_prompt=params.input.system_prompt,
         continue_final_message=params.input.continue_final_message,
-        guidance_tokens=params.guidance_tokens,
+        max_tokens=params.max_tokens,
         sampling=sampling_to_pb(params.sampling),
     )
 

@@ -1,4 +1,5 @@
-"""The plain dataclasses both tiers work with; protobuf is converted to and from these only at the servicers."""
+"""The plain dataclasses both tiers work with; protobuf is converted to and from these in `convert.py`, where a
+tier meets the wire (its servicer, the edge's teacher client), and model code never sees it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Mode = Literal["gkt", "student_only", "teacher_only"]
+# The modes as apps name them (`gkt ask --mode`, `EdgeClient`, the benchmark, the HTTP API's `gkt.mode`).
+ModeName = Literal["gkt", "student", "teacher"]
+MODES_BY_NAME: dict[ModeName, Mode] = {"gkt": "gkt", "student": "student_only", "teacher": "teacher_only"}
 FinishReason = Literal["length", "stop", "cancelled"]
 Segment = Literal["guidance", "student"]
 PolicyKind = Literal["fixed", "adaptive"]
@@ -13,6 +17,7 @@ PolicyKind = Literal["fixed", "adaptive"]
 GuidanceEnd = Literal["k_reached", "student_agreed", "teacher_finished", "deadline", "teacher_failed"]
 # Why an answer was written without (all of) the teacher's guidance.
 DegradedReason = Literal["unavailable", "deadline", "overloaded", "unauthorized", "error", "circuit_open"]
+CHAT_ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,11 @@ class Sampling:
 
 @dataclass(frozen=True)
 class GuidanceParams:
-    """A request to the teacher: write at most `guidance_tokens` tokens (K) for `input`."""
+    """A request to the teacher: write at most `max_tokens` tokens (its token budget: K, a burst, or a teacher-only
+    answer) for `input`."""
 
     input: PromptInput
-    guidance_tokens: int
+    max_tokens: int
     sampling: Sampling
 
 

@@ -6,9 +6,8 @@ gRPC wire the messages sit in `conversation` and the sampling settings in `sampl
 
 from __future__ import annotations
 
-from shared.prompt_formats import CHAT_ROLES
-from shared.protocol.domain import GuidancePolicy, PromptInput, Sampling
-from shared.server.errors import InvalidArgumentError
+from shared.protocol.domain import CHAT_ROLES, GuidancePolicy, PromptInput, Sampling
+from shared.protocol.errors import InvalidArgumentError
 
 # Each message is rendered by a chat template and tokenised as its own piece: the character limit alone would let
 # tens of thousands of one-character messages through (~64k tokeniser calls for one request).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.verification import MAX_CORRECTION_TOKENS, MAX_DRAFT_CHARS, VerifyParams
-from shared.server.errors import InvalidArgumentError
 
 
 def validate_verify_params(params: VerifyParams, *, max_prompt_chars: int) -> None:

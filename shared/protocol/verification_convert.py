@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.protocol.convert import input_and_sampling_from_pb, input_to_pb, sampling_to_pb
+from shared.protocol.convert import RequestDefaults, input_and_sampling_from_pb, input_to_pb, sampling_to_pb
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.gkt.v1 import common_pb2, teacher_pb2
 from shared.protocol.verification import (
     Acceptance,
@@ -15,8 +16,6 @@ from shared.protocol.verification import (
     VerifyUsage,
 )
 from shared.protocol.verification_checks import validate_verify_params
-from shared.server.errors import InvalidArgumentError
-from shared.server.settings_base import TierSettings
 
 _RULE_FROM_PB: dict[int, AcceptanceRule] = {
     teacher_pb2.Acceptance.RULE_UNSPECIFIED: "strict",
@@ -45,7 +44,7 @@ def acceptance_from_pb(message: teacher_pb2.Acceptance) -> Acceptance:
     )
 
 
-def verify_params_from_pb(request: teacher_pb2.VerifyRequest, settings: TierSettings) -> VerifyParams:
+def verify_params_from_pb(request: teacher_pb2.VerifyRequest, settings: RequestDefaults) -> VerifyParams:
     """Decodes a request, fills in the teacher's defaults and validates it (`InvalidArgumentError` names the field).
 
     `correction_tokens` 0 (unset) means 1: the teacher's own top token at the first rejected position.

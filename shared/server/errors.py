@@ -1,80 +1,71 @@
-"""Domain errors and the one place that maps them to status codes: gRPC's, and HTTP's for the edge's OpenAI facade."""
+"""The one place that maps domain errors (`shared/protocol/errors.py`) to status codes: gRPC's, and HTTP's for the
+edge's OpenAI-compatible door."""
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
+from shared.metrics import Api, GktMetrics
+from shared.protocol.errors import (
+    BackendError,
+    ClientGoneError,
+    DeadlineExceededError,
+    GktError,
+    InvalidArgumentError,
+    NotFoundError,
+    NotReadyError,
+    OverloadedError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    UnimplementedError,
+)
 
-class GktError(Exception):
-    """A failure with a gRPC status and a message meant for the caller."""
-
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-
-
-class InvalidArgumentError(GktError):
-    """The request is malformed; `field` names the offending field."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-class OverloadedError(GktError):
-    """No capacity now; the caller may retry later."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class NotFoundError(GktError):
-    """The caller named something that does not exist (e.g. a model the facade does not serve)."""
-
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class DeadlineExceededError(GktError):
-    """The caller's deadline passed before the answer was complete."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+# The gRPC status of each domain error; a subclass takes its nearest listed ancestor's (a bare GktError: INTERNAL).
+_GRPC_STATUS: dict[type[GktError], grpc.StatusCode] = {
+    InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    NotReadyError: grpc.StatusCode.UNAVAILABLE,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    UnimplementedError: grpc.StatusCode.UNIMPLEMENTED,
+    BackendError: grpc.StatusCode.UNAVAILABLE,
+    ClientGoneError: grpc.StatusCode.CANCELLED,
+}
 
 
-class NotReadyError(GktError):
-    """The server is starting or shutting down."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class UnauthenticatedError(GktError):
-    """The call carries no credentials."""
-
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class PermissionDeniedError(GktError):
-    """The call's credentials are not accepted."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class UnimplementedError(GktError):
-    """The server cannot do what was asked (e.g. a teacher backend that cannot score a draft for `Verify`)."""
-
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
-class BackendError(GktError):
-    """The model backend failed in a way the caller cannot fix (logged in full on the server)."""
-
-    code = grpc.StatusCode.UNAVAILABLE
+def grpc_status_of(error: GktError) -> grpc.StatusCode:
+    """The gRPC status code that stands for a domain error."""
+    for kind in type(error).__mro__:
+        if kind in _GRPC_STATUS:
+            return _GRPC_STATUS[kind]
+    return grpc.StatusCode.INTERNAL
 
 
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message to send for an exception raised while serving a request."""
     if isinstance(error, GktError):
-        return error.code, str(error)
+        return grpc_status_of(error), str(error)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"
+
+
+def report_failure(
+    error: BaseException, method: str, metrics: GktMetrics, *, api: Api, log: logging.Logger
+) -> tuple[grpc.StatusCode, str]:
+    """Logs a failed request at the level it deserves (the caller's mistakes at INFO, the server's in full), counts
+    it per method and code, and returns the status code and message to send; both doors report failures here."""
+    code, message = status_for(error)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("%s failed", method, exc_info=error)
+    elif isinstance(error, InvalidArgumentError):
+        log.info("%s: %s: %s", method, code.name, message)
+    else:
+        log.warning("%s: %s: %s", method, code.name, message)
+    metrics.count_error(method, code.name, api=api)
+    return code, message
 
 
 # The HTTP status for each gRPC code a request can end with (as gRPC's own HTTP mapping and OpenAI's API use them);

@@ -17,7 +17,8 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from shared.metrics import GktMetrics
-from shared.server.errors import InvalidArgumentError, status_for
+from shared.protocol.errors import InvalidArgumentError
+from shared.server.errors import report_failure
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +109,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return guarded
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], method: str, error: Exception) -> NoReturn:
-        code, message = status_for(error)
-        if code is grpc.StatusCode.INTERNAL:
-            logger.error("%s failed", method, exc_info=error)
-        elif isinstance(error, InvalidArgumentError):
-            logger.info("%s: %s: %s", method, code.name, message)
-        else:
-            logger.warning("%s: %s: %s", method, code.name, message)
-        self._metrics.count_error(method, code.name, api="grpc")
+        code, message = report_failure(error, method, self._metrics, api="grpc", log=logger)
         await context.abort(code, message)
         raise AssertionError("unreachable: context.abort raises")

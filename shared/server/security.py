@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from shared.metrics import GktMetrics
-from shared.server.errors import GktError, PermissionDeniedError, UnauthenticatedError
+from shared.protocol.errors import GktError, PermissionDeniedError, UnauthenticatedError
 from shared.server.interceptors import ErrorInterceptor
 from shared.server.secrets import check_bearer_token
 from shared.server.settings_base import SettingsError, TierSettings

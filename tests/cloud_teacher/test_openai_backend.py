@@ -73,7 +73,7 @@ async def test_guidance_streams_from_the_openai_server(openai_teacher: TeacherSe
     prompt = "Q: What do bees make?\nA:"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{openai_teacher.port}") as channel:
         stub = teacher_pb2_grpc.TeacherServiceStub(channel)
-        chunks = [c async for c in stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt=prompt, guidance_tokens=12))]
+        chunks = [c async for c in stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt=prompt, max_tokens=12))]
     text = "".join(c.delta.text for c in chunks)
     final = chunks[-1]
     assert final.HasField("done") and 0 < final.done.usage.completion_tokens <= 12
@@ -102,9 +102,7 @@ async def test_wrong_api_key_fails_at_start(openai_server: str) -> None:
 async def test_cancel_drops_the_request_on_the_server(openai_teacher: TeacherServer) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{openai_teacher.port}") as channel:
         stub = teacher_pb2_grpc.TeacherServiceStub(channel)
-        call = stub.StreamGuidance(
-            teacher_pb2.GuidanceRequest(prompt="Q: Count to one thousand.\nA:", guidance_tokens=1000)
-        )
+        call = stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt="Q: Count to one thousand.\nA:", max_tokens=1000))
         async for chunk in call:
             if chunk.delta.text:
                 break
@@ -112,9 +110,7 @@ async def test_cancel_drops_the_request_on_the_server(openai_teacher: TeacherSer
         # llama.cpp's server runs one request at a time: had it kept generating ~1000 tokens for the cancelled
         # request, this short one would wait for it (~25 s here).
         started = time.monotonic()
-        chunks = [
-            c async for c in stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt="Q: Hi?\nA:", guidance_tokens=4))
-        ]
+        chunks = [c async for c in stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt="Q: Hi?\nA:", max_tokens=4))]
         assert chunks[-1].HasField("done")
         assert time.monotonic() - started < 8
         assert openai_teacher.backend.occupancy() == (0, 0)

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from benchmarks.datasets import DEFAULT_FILES, load_examples
 from benchmarks.prompts import few_shot_prompts
-from cloud_teacher.backends.vllm import encode_pieces
+from cloud_teacher.backends.vllm_requests import encode_pieces
 from cloud_teacher.server import TeacherServer
 from edge_student.settings import EdgeSettings
 from shared.catalog import DEFAULT_STUDENT, DEFAULT_TEACHER
@@ -35,7 +35,7 @@ PROMPT = "Q: Name the planets of the solar system and describe each one.\nA:"
 
 
 def guidance_request(k: int, prompt: str = PROMPT) -> teacher_pb2.GuidanceRequest:
-    return teacher_pb2.GuidanceRequest(prompt=prompt, guidance_tokens=k)
+    return teacher_pb2.GuidanceRequest(prompt=prompt, max_tokens=k)
 
 
 async def stream_text(

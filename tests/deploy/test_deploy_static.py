@@ -25,9 +25,10 @@ from prometheus_client import metrics as prometheus_metrics
 from pydantic_settings import BaseSettings
 
 from cloud_teacher.settings import TeacherSettings
-from edge_student.openai_api import HEALTH_PATH, MODELS_PATH, OpenAIApi
+from edge_student.openai_http.paths import HEALTH_PATH, MODELS_PATH
+from edge_student.openai_http.routes import OpenAIApi
 from edge_student.server import teacher_credentials
-from edge_student.servicer import EdgeServicer
+from edge_student.service import EdgeService
 from edge_student.settings import EdgeSettings
 from shared.metrics import GktMetrics
 from shared.server.grpc_server import GrpcServer, server_options
@@ -1079,7 +1080,7 @@ async def test_k8s_edge_http_probe_follows_grpc_health(tmp_path: Path, k8s: list
     for variant in (settings, settings.model_copy(update={"auth_tokens_file": token_file})):
         serving = [False]  # what the gRPC health says, read by the app at each request
         metrics = GktMetrics("edge")
-        api = OpenAIApi(EdgeServicer(None, variant, metrics), variant, metrics, serving=lambda state=serving: state[0])
+        api = OpenAIApi(EdgeService(variant, metrics, serving=lambda state=serving: state[0]), metrics)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api.app), base_url="http://edge") as client:
             for path in paths:
                 serving[0] = False

@@ -32,7 +32,7 @@ from shared.protocol.domain import (
     PromptInput,
     Sampling,
 )
-from shared.server.errors import BackendError
+from shared.protocol.errors import BackendError
 
 
 @dataclass
@@ -161,7 +161,7 @@ class ScriptedTeacherClient:
         self, params: GuidanceParams, mode: Mode, time_left: float | None = None
     ) -> AsyncIterator[GuidanceEvent]:
         self.calls.append((params, mode, time_left))
-        for delta in self.deltas[: params.guidance_tokens]:
+        for delta in self.deltas[: params.max_tokens]:
             yield GuidanceDelta(delta)
         if self.failure is not None:
             raise TeacherUnavailableError(self.failure, "scripted failure")
@@ -206,7 +206,7 @@ async def test_gkt_appends_guidance_to_an_open_prompt_then_the_student_writes() 
     assert answer.text == "".join(d.text for d in deltas)
     assert sequence.params.stop == ("\nQ:",) and sequence.params.seed == 1
     ((request, mode, _),) = teacher.calls
-    assert request.guidance_tokens == 3 and mode == "gkt"
+    assert request.max_tokens == 3 and mode == "gkt"
     assert answer.usage.teacher_prompt_tokens == 7 and answer.usage.teacher_completion_tokens == 3
     assert answer.usage.student_guidance_tokens == 3 and not answer.degraded
 
@@ -244,7 +244,7 @@ async def test_student_only_never_calls_the_teacher_and_teacher_only_never_runs_
     _, only = await collect(flow(teacher, engine), params("teacher_only"))
     assert engine.sequences == [] and only.student_text == "" and only.guidance_text == " The teacher starts"
     ((request, mode, _),) = teacher.calls
-    assert mode == "teacher_only" and request.guidance_tokens == 16  # the whole answer: max_tokens
+    assert mode == "teacher_only" and request.max_tokens == 16  # the whole answer: max_tokens
 
 
 async def test_teacher_only_that_fails_is_finished_by_the_student() -> None:

@@ -16,6 +16,15 @@ from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
 from tests.conftest import closed_port, running_edge, wait_until
 
 
+def fail_next_step(engine: BatchedLlamaEngine, error: BaseException) -> None:
+    """Makes the engine thread raise `error` at its next step, as an unexpected bug would."""
+
+    def broken() -> list[object]:
+        raise error
+
+    engine._build_batch = broken  # type: ignore[method-assign]
+
+
 def story(mode: int = edge_pb2.MODE_STUDENT_ONLY) -> edge_pb2.GenerateRequest:
     message = common_pb2.ChatMessage(role="user", content="Tell me a very long story about a lighthouse.")
     return edge_pb2.GenerateRequest(conversation=common_pb2.Conversation(messages=[message]), mode=mode, max_tokens=400)
@@ -31,7 +40,7 @@ async def test_a_dead_engine_thread_fails_requests_and_turns_health_not_serving(
             async for chunk in call:
                 if chunk.HasField("delta"):
                     break  # the student is writing
-            edge.engine._fail_next_step(RuntimeError("injected engine bug"))
+            fail_next_step(edge.engine, RuntimeError("injected engine bug"))
 
             async def drain() -> None:
                 async for _ in call:

@@ -100,7 +100,7 @@ async def test_teacher_only_is_the_teachers_answer_alone(
     response = await edge_stub.Generate(chat(mode=edge_pb2.MODE_TEACHER_ONLY, max_tokens=30))
     direct = ""
     async for chunk in teacher_stub.StreamGuidance(
-        teacher_pb2.GuidanceRequest(conversation=conversation(), guidance_tokens=30)
+        teacher_pb2.GuidanceRequest(conversation=conversation(), max_tokens=30)
     ):
         direct += chunk.delta.text
     # max_tokens counts the answer in the student's tokens: the teacher's 30 (Gemma) tokens may be cut shorter.
@@ -236,7 +236,7 @@ async def test_the_teacher_reports_how_long_a_request_waited_for_a_slot() -> Non
     async with running_teacher(n_slots=1) as teacher:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{teacher.port}") as channel:
             stub = teacher_pb2_grpc.TeacherServiceStub(channel)
-            request = teacher_pb2.GuidanceRequest(prompt="Q: Tell me a story.\nA:", guidance_tokens=24)
+            request = teacher_pb2.GuidanceRequest(prompt="Q: Tell me a story.\nA:", max_tokens=24)
 
             async def done() -> teacher_pb2.GuidanceDone:
                 return [c async for c in stub.StreamGuidance(request)][-1].done

@@ -17,12 +17,13 @@ from edge_student.openai_convert import (
 )
 from edge_student.openai_convert import usage_out as usage_of
 from edge_student.openai_types import ChatCompletionRequest, CompletionRequest
+from edge_student.service import EdgeService
 from edge_student.servicer import EdgeServicer
 from edge_student.settings import EdgeSettings
 from shared.metrics import GktMetrics
 from shared.protocol.domain import Answer, ChatMessage, Timings, Usage
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2
-from shared.server.errors import InvalidArgumentError
 
 SETTINGS = EdgeSettings(default_guidance_tokens=40, default_max_tokens=256, default_temperature=0.0)
 HI = [{"role": "user", "content": "hi"}]
@@ -54,7 +55,7 @@ def test_unknown_model_names_are_refused(name: str) -> None:
 
 
 def test_defaults_and_validation_are_the_grpc_ones() -> None:
-    servicer = EdgeServicer(None, SETTINGS, GktMetrics("edge"))
+    servicer = EdgeServicer(EdgeService(SETTINGS, GktMetrics("edge")))
     grpc_params = servicer.params_from_pb(
         edge_pb2.GenerateRequest(
             conversation=common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content="hi")])

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import statistics
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import llama_cpp
 import pytest_asyncio
@@ -53,6 +54,24 @@ async def engine() -> AsyncIterator[BatchedLlamaEngine]:
     engine.close()
 
 
+@contextlib.contextmanager
+def admitted_together(engine: BatchedLlamaEngine) -> Iterator[None]:
+    """The engine thread waits for its lock while the block runs: the sequences submitted in it are admitted in one
+    step and enter the same decode steps."""
+    with engine._lock:
+        yield
+
+
+@contextlib.contextmanager
+def past_end_of_generation(engine: BatchedLlamaEngine) -> Iterator[None]:
+    """The model's end-of-generation token does not end a sequence while the block runs: each runs to max_tokens."""
+    engine.model.is_end_of_generation = lambda token: False  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del engine.model.is_end_of_generation  # the class's method again
+
+
 def assert_clean(engine: BatchedLlamaEngine) -> None:
     stats = engine.stats()
     assert stats.free_slots == N_SLOTS and stats.running == 0 and stats.waiting == 0
@@ -83,16 +102,17 @@ async def test_single_sequence_matches_plain_llama_cpp(engine: BatchedLlamaEngin
 async def test_no_cross_talk_between_sequences(engine: BatchedLlamaEngine) -> None:
     counts = {len(engine.model.tokenize_pieces(animal_prompt(a))) for a in [*ANIMALS, "wolves"]}
     assert len(counts) == 1, "the test prompts must have the same token count"
-    params = SamplingParams(max_tokens=24, ignore_eos=True)
+    params = SamplingParams(max_tokens=24)
 
     async def run(animals: list[str]) -> list[str]:
-        with engine.hold():  # all eight enter the same decode steps: the same batch layout both times
+        with admitted_together(engine):  # all eight enter the same decode steps: the same batch layout both times
             sequences = [engine.submit(animal_prompt(a), params) for a in animals]
         return [(await s.wait()).text for s in sequences]
 
-    first = await run(ANIMALS)
-    changed = [*ANIMALS[:3], "wolves", *ANIMALS[4:]]
-    second = await run(changed)
+    with past_end_of_generation(engine):
+        first = await run(ANIMALS)
+        changed = [*ANIMALS[:3], "wolves", *ANIMALS[4:]]
+        second = await run(changed)
     assert all(first), "every sequence must produce text"
     assert first[3] != second[3], "the changed prompt should change its own answer"
     for index in (0, 1, 2, 4, 5, 6, 7):
@@ -101,29 +121,31 @@ async def test_no_cross_talk_between_sequences(engine: BatchedLlamaEngine) -> No
 
 
 async def test_cancel_frees_slot_and_kv_cells(engine: BatchedLlamaEngine) -> None:
-    sequence = engine.submit(trusted(LONG_PROMPT), SamplingParams(max_tokens=400, ignore_eos=True))
-    async for _ in sequence.stream():
-        break  # one delta is enough: it is decoding now
-    assert engine.stats().running == 1
-    sequence.cancel()
-    result = await sequence.wait()
+    with past_end_of_generation(engine):
+        sequence = engine.submit(trusted(LONG_PROMPT), SamplingParams(max_tokens=400))
+        async for _ in sequence.stream():
+            break  # one delta is enough: it is decoding now
+        assert engine.stats().running == 1
+        sequence.cancel()
+        result = await sequence.wait()
     assert result.finish_reason == "cancelled"
     assert_clean(engine)
 
 
 async def test_queue_limit_raises_queue_full(engine: BatchedLlamaEngine) -> None:
-    params = SamplingParams(max_tokens=200, ignore_eos=True)
-    with engine.hold():
-        accepted = [engine.submit(animal_prompt("cats"), params) for _ in range(N_SLOTS + 4)]
-        try:
-            engine.submit(animal_prompt("dogs"), params)
-        except QueueFullError as error:
-            assert "queue limit 4" in str(error)
-        else:
-            raise AssertionError("the engine accepted more than slots + max_queue sequences")
-    for sequence in accepted:
-        sequence.cancel()
-    await asyncio.gather(*(s.wait() for s in accepted))
+    params = SamplingParams(max_tokens=200)
+    with past_end_of_generation(engine):
+        with admitted_together(engine):
+            accepted = [engine.submit(animal_prompt("cats"), params) for _ in range(N_SLOTS + 4)]
+            try:
+                engine.submit(animal_prompt("dogs"), params)
+            except QueueFullError as error:
+                assert "queue limit 4" in str(error)
+            else:
+                raise AssertionError("the engine accepted more than slots + max_queue sequences")
+        for sequence in accepted:
+            sequence.cancel()
+        await asyncio.gather(*(s.wait() for s in accepted))
     assert_clean(engine)
 
 

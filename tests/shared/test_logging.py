@@ -26,7 +26,7 @@ async def test_request_id_travels_from_edge_to_teacher(
     trailing = dict(await call.trailing_metadata())
     assert trailing[REQUEST_ID_KEY] == "req-7f3a", "the edge echoes the request id back"
     teacher_records = [r for r in caplog.records if r.name == "cloud_teacher.servicer"]
-    edge_records = [r for r in caplog.records if r.name == "edge_student.servicer"]
+    edge_records = [r for r in caplog.records if r.name == "edge_student.service"]
     assert any(r.request_id == "req-7f3a" for r in teacher_records), "the teacher's log lacks the edge's request id"
     assert any(r.request_id == "req-7f3a" for r in edge_records)
 

@@ -6,8 +6,8 @@ import pytest
 
 from shared.prompt_formats import ChatTemplateFormat, CompletionFormat, select_prompt_format
 from shared.protocol.domain import ChatMessage, PromptInput
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.validation import validate_prompt_input
-from shared.server.errors import InvalidArgumentError
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "

@@ -30,9 +30,9 @@ from shared.protocol.domain import (
     Timings,
     Usage,
 )
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, teacher_pb2
 from shared.protocol.validation import MAX_MESSAGES, validate_prompt_input, validate_sampling, validate_token_count
-from shared.server.errors import InvalidArgumentError
 
 
 def test_a_guidance_request_survives_the_wire_for_both_kinds_of_input() -> None:
@@ -43,11 +43,11 @@ def test_a_guidance_request_survives_the_wire_for_both_kinds_of_input() -> None:
             messages=(ChatMessage("user", "2+2?"), ChatMessage("assistant", "It is")), continue_final_message=True
         ),
     ):
-        params = GuidanceParams(prompt_input, guidance_tokens=7, sampling=Sampling(0.5, 0.75, 42, ("\n",)))
+        params = GuidanceParams(prompt_input, max_tokens=7, sampling=Sampling(0.5, 0.75, 42, ("\n",)))
         wire = teacher_pb2.GuidanceRequest.FromString(guidance_request_to_pb(params).SerializeToString())
         assert wire.WhichOneof("input") == ("conversation" if prompt_input.messages else "prompt")
         assert prompt_input_from_pb(wire) == prompt_input
-        assert wire.guidance_tokens == 7
+        assert wire.max_tokens == 7
         assert sampling_from_pb(wire.sampling, temperature=1.0, top_p=1.0) == Sampling(0.5, 0.75, 42, ("\n",))
 
 

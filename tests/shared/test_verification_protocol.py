@@ -7,6 +7,7 @@ import math
 import pytest
 
 from shared.protocol.domain import ChatMessage, PromptInput, Sampling
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.gkt.v1 import common_pb2, teacher_pb2
 from shared.protocol.verification import (
     MAX_CORRECTION_TOKENS,
@@ -25,7 +26,6 @@ from shared.protocol.verification_convert import (
     verify_result_from_pb,
     verify_result_to_pb,
 )
-from shared.server.errors import InvalidArgumentError
 from shared.server.settings_base import TierSettings
 
 SETTINGS = TierSettings(max_prompt_chars=1000)

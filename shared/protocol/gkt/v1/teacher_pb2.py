@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shared.protocol.gkt.v1 import common_pb2 as gkt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14gkt/v1/teacher.proto\x12\x06gkt.v1\x1a\x13gkt/v1/common.proto\"\xce\x01\n\x0fGuidanceRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12,\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32\x14.gkt.v1.ConversationH\x00\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\x12\x17\n\x0fguidance_tokens\x18\x04 \x01(\x05\x12\"\n\x08sampling\x18\x05 \x01(\x0b\x32\x10.gkt.v1.Sampling\x12\x1e\n\x16\x63ontinue_final_message\x18\x06 \x01(\x08\x42\x07\n\x05input\"^\n\x0cTeacherUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x05\"c\n\x0eTeacherTimings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\"B\n\rGuidanceDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.gkt.v1.TeacherUsage\"\x89\x01\n\x0cGuidanceDone\x12#\n\x05usage\x18\x01 \x01(\x0b\x32\x14.gkt.v1.TeacherUsage\x12+\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x14.gkt.v1.FinishReason\x12\'\n\x07timings\x18\x03 \x01(\x0b\x32\x16.gkt.v1.TeacherTimings\"e\n\rGuidanceChunk\x12&\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x15.gkt.v1.GuidanceDeltaH\x00\x12$\n\x04\x64one\x18\x02 \x01(\x0b\x32\x14.gkt.v1.GuidanceDoneH\x00\x42\x06\n\x04kind\"\xd7\x01\n\nAcceptance\x12%\n\x04rule\x18\x01 \x01(\x0e\x32\x17.gkt.v1.Acceptance.Rule\x12\x18\n\x10min_teacher_prob\x18\x02 \x01(\x02\x12(\n\x0c\x64raft_pieces\x18\x03 \x03(\x0b\x32\x12.gkt.v1.DraftPiece\"^\n\x04Rule\x12\x14\n\x10RULE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bRULE_STRICT\x10\x01\x12\x19\n\x15RULE_MIN_TEACHER_PROB\x10\x02\x12\x14\n\x10RULE_SPECULATIVE\x10\x03\"=\n\nDraftPiece\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\xa1\x02\n\rVerifyRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12,\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32\x14.gkt.v1.ConversationH\x00\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\x12\x1e\n\x16\x63ontinue_final_message\x18\x04 \x01(\x08\x12\x15\n\raccepted_text\x18\x05 \x01(\t\x12\x12\n\ndraft_text\x18\x06 \x01(\t\x12&\n\nacceptance\x18\x07 \x01(\x0b\x32\x12.gkt.v1.Acceptance\x12\x19\n\x11\x63orrection_tokens\x18\x08 \x01(\x05\x12\"\n\x08sampling\x18\t \x01(\x0b\x32\x10.gkt.v1.SamplingB\x07\n\x05input\"Y\n\nDraftToken\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12\x0c\n\x04top1\x18\x04 \x01(\x08\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x05 \x01(\x08\"\x83\x01\n\x0bVerifyUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x02 \x01(\x05\x12\x15\n\rscored_tokens\x18\x03 \x01(\x05\x12\x18\n\x10generated_tokens\x18\x04 \x01(\x05\x12\x0e\n\x06passes\x18\x05 \x01(\x05\"=\n\rVerifyTimings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x02 \x01(\x01\"\xed\x01\n\x0eVerifyResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_chars\x18\x01 \x01(\x05\x12\x17\n\x0f\x63orrection_text\x18\x02 \x01(\t\x12\r\n\x05\x65nded\x18\x03 \x01(\x08\x12+\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x14.gkt.v1.FinishReason\x12\"\n\x06tokens\x18\x05 \x03(\x0b\x32\x12.gkt.v1.DraftToken\x12\"\n\x05usage\x18\x06 \x01(\x0b\x32\x13.gkt.v1.VerifyUsage\x12&\n\x07timings\x18\x07 \x01(\x0b\x32\x15.gkt.v1.VerifyTimings2\xc4\x01\n\x0eTeacherService\x12\x42\n\x0eStreamGuidance\x12\x17.gkt.v1.GuidanceRequest\x1a\x15.gkt.v1.GuidanceChunk0\x01\x12\x35\n\x07GetInfo\x12\x16.gkt.v1.GetInfoRequest\x1a\x12.gkt.v1.ServerInfo\x12\x37\n\x06Verify\x12\x15.gkt.v1.VerifyRequest\x1a\x16.gkt.v1.VerifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14gkt/v1/teacher.proto\x12\x06gkt.v1\x1a\x13gkt/v1/common.proto\"\xc9\x01\n\x0fGuidanceRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12,\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32\x14.gkt.v1.ConversationH\x00\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\"\n\x08sampling\x18\x05 \x01(\x0b\x32\x10.gkt.v1.Sampling\x12\x1e\n\x16\x63ontinue_final_message\x18\x06 \x01(\x08\x42\x07\n\x05input\"^\n\x0cTeacherUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x05\"c\n\x0eTeacherTimings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\"B\n\rGuidanceDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.gkt.v1.TeacherUsage\"\x89\x01\n\x0cGuidanceDone\x12#\n\x05usage\x18\x01 \x01(\x0b\x32\x14.gkt.v1.TeacherUsage\x12+\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x14.gkt.v1.FinishReason\x12\'\n\x07timings\x18\x03 \x01(\x0b\x32\x16.gkt.v1.TeacherTimings\"e\n\rGuidanceChunk\x12&\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x15.gkt.v1.GuidanceDeltaH\x00\x12$\n\x04\x64one\x18\x02 \x01(\x0b\x32\x14.gkt.v1.GuidanceDoneH\x00\x42\x06\n\x04kind\"\xd7\x01\n\nAcceptance\x12%\n\x04rule\x18\x01 \x01(\x0e\x32\x17.gkt.v1.Acceptance.Rule\x12\x18\n\x10min_teacher_prob\x18\x02 \x01(\x02\x12(\n\x0c\x64raft_pieces\x18\x03 \x03(\x0b\x32\x12.gkt.v1.DraftPiece\"^\n\x04Rule\x12\x14\n\x10RULE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bRULE_STRICT\x10\x01\x12\x19\n\x15RULE_MIN_TEACHER_PROB\x10\x02\x12\x14\n\x10RULE_SPECULATIVE\x10\x03\"=\n\nDraftPiece\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\xa1\x02\n\rVerifyRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12,\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32\x14.gkt.v1.ConversationH\x00\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\x12\x1e\n\x16\x63ontinue_final_message\x18\x04 \x01(\x08\x12\x15\n\raccepted_text\x18\x05 \x01(\t\x12\x12\n\ndraft_text\x18\x06 \x01(\t\x12&\n\nacceptance\x18\x07 \x01(\x0b\x32\x12.gkt.v1.Acceptance\x12\x19\n\x11\x63orrection_tokens\x18\x08 \x01(\x05\x12\"\n\x08sampling\x18\t \x01(\x0b\x32\x10.gkt.v1.SamplingB\x07\n\x05input\"Y\n\nDraftToken\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12\x0c\n\x04top1\x18\x04 \x01(\x08\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x05 \x01(\x08\"\x83\x01\n\x0bVerifyUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x02 \x01(\x05\x12\x15\n\rscored_tokens\x18\x03 \x01(\x05\x12\x18\n\x10generated_tokens\x18\x04 \x01(\x05\x12\x0e\n\x06passes\x18\x05 \x01(\x05\"=\n\rVerifyTimings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x02 \x01(\x01\"\xed\x01\n\x0eVerifyResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_chars\x18\x01 \x01(\x05\x12\x17\n\x0f\x63orrection_text\x18\x02 \x01(\t\x12\r\n\x05\x65nded\x18\x03 \x01(\x08\x12+\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x14.gkt.v1.FinishReason\x12\"\n\x06tokens\x18\x05 \x03(\x0b\x32\x12.gkt.v1.DraftToken\x12\"\n\x05usage\x18\x06 \x01(\x0b\x32\x13.gkt.v1.VerifyUsage\x12&\n\x07timings\x18\x07 \x01(\x0b\x32\x15.gkt.v1.VerifyTimings2\xc4\x01\n\x0eTeacherService\x12\x42\n\x0eStreamGuidance\x12\x17.gkt.v1.GuidanceRequest\x1a\x15.gkt.v1.GuidanceChunk0\x01\x12\x35\n\x07GetInfo\x12\x16.gkt.v1.GetInfoRequest\x1a\x12.gkt.v1.ServerInfo\x12\x37\n\x06Verify\x12\x15.gkt.v1.VerifyRequest\x1a\x16.gkt.v1.VerifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,33 +33,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gkt.v1.teacher_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GUIDANCEREQUEST']._serialized_start=54
-  _globals['_GUIDANCEREQUEST']._serialized_end=260
-  _globals['_TEACHERUSAGE']._serialized_start=262
-  _globals['_TEACHERUSAGE']._serialized_end=356
-  _globals['_TEACHERTIMINGS']._serialized_start=358
-  _globals['_TEACHERTIMINGS']._serialized_end=457
-  _globals['_GUIDANCEDELTA']._serialized_start=459
-  _globals['_GUIDANCEDELTA']._serialized_end=525
-  _globals['_GUIDANCEDONE']._serialized_start=528
-  _globals['_GUIDANCEDONE']._serialized_end=665
-  _globals['_GUIDANCECHUNK']._serialized_start=667
-  _globals['_GUIDANCECHUNK']._serialized_end=768
-  _globals['_ACCEPTANCE']._serialized_start=771
-  _globals['_ACCEPTANCE']._serialized_end=986
-  _globals['_ACCEPTANCE_RULE']._serialized_start=892
-  _globals['_ACCEPTANCE_RULE']._serialized_end=986
-  _globals['_DRAFTPIECE']._serialized_start=988
-  _globals['_DRAFTPIECE']._serialized_end=1049
-  _globals['_VERIFYREQUEST']._serialized_start=1052
-  _globals['_VERIFYREQUEST']._serialized_end=1341
-  _globals['_DRAFTTOKEN']._serialized_start=1343
-  _globals['_DRAFTTOKEN']._serialized_end=1432
-  _globals['_VERIFYUSAGE']._serialized_start=1435
-  _globals['_VERIFYUSAGE']._serialized_end=1566
-  _globals['_VERIFYTIMINGS']._serialized_start=1568
-  _globals['_VERIFYTIMINGS']._serialized_end=1629
-  _globals['_VERIFYRESPONSE']._serialized_start=1632
-  _globals['_VERIFYRESPONSE']._serialized_end=1869
-  _globals['_TEACHERSERVICE']._serialized_start=1872
-  _globals['_TEACHERSERVICE']._serialized_end=2068
+  _globals['_GUIDANCEREQUEST']._serialized_end=255
+  _globals['_TEACHERUSAGE']._serialized_start=257
+  _globals['_TEACHERUSAGE']._serialized_end=351
+  _globals['_TEACHERTIMINGS']._serialized_start=353
+  _globals['_TEACHERTIMINGS']._serialized_end=452
+  _globals['_GUIDANCEDELTA']._serialized_start=454
+  _globals['_GUIDANCEDELTA']._serialized_end=520
+  _globals['_GUIDANCEDONE']._serialized_start=523
+  _globals['_GUIDANCEDONE']._serialized_end=660
+  _globals['_GUIDANCECHUNK']._serialized_start=662
+  _globals['_GUIDANCECHUNK']._serialized_end=763
+  _globals['_ACCEPTANCE']._serialized_start=766
+  _globals['_ACCEPTANCE']._serialized_end=981
+  _globals['_ACCEPTANCE_RULE']._serialized_start=887
+  _globals['_ACCEPTANCE_RULE']._serialized_end=981
+  _globals['_DRAFTPIECE']._serialized_start=983
+  _globals['_DRAFTPIECE']._serialized_end=1044
+  _globals['_VERIFYREQUEST']._serialized_start=1047
+  _globals['_VERIFYREQUEST']._serialized_end=1336
+  _globals['_DRAFTTOKEN']._serialized_start=1338
+  _globals['_DRAFTTOKEN']._serialized_end=1427
+  _globals['_VERIFYUSAGE']._serialized_start=1430
+  _globals['_VERIFYUSAGE']._serialized_end=1561
+  _globals['_VERIFYTIMINGS']._serialized_start=1563
+  _globals['_VERIFYTIMINGS']._serialized_end=1624
+  _globals['_VERIFYRESPONSE']._serialized_start=1627
+  _globals['_VERIFYRESPONSE']._serialized_end=1864
+  _globals['_TEACHERSERVICE']._serialized_start=1867
+  _globals['_TEACHERSERVICE']._serialized_end=2063
 # @@protoc_insertion_point(module_scope)

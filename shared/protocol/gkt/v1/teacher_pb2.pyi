@@ -9,20 +9,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GuidanceRequest(_message.Message):
-    __slots__ = ("prompt", "conversation", "system_prompt", "guidance_tokens", "sampling", "continue_final_message")
+    __slots__ = ("prompt", "conversation", "system_prompt", "max_tokens", "sampling", "continue_final_message")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
-    GUIDANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     CONTINUE_FINAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     conversation: _common_pb2.Conversation
     system_prompt: str
-    guidance_tokens: int
+    max_tokens: int
     sampling: _common_pb2.Sampling
     continue_final_message: bool
-    def __init__(self, prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., system_prompt: _Optional[str] = ..., guidance_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ..., continue_final_message: _Optional[bool] = ...) -> None: ...
+    def __init__(self, prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., system_prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ..., continue_final_message: _Optional[bool] = ...) -> None: ...
 
 class TeacherUsage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens")

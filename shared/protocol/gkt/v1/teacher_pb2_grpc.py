@@ -58,7 +58,7 @@ class TeacherServiceServicer:
     """
 
     def StreamGuidance(self, request, context):
-        """Streams the text of the teacher's first `guidance_tokens` tokens as it is generated, then one final
+        """Streams the text of the teacher's first `max_tokens` tokens as it is generated, then one final
         `GuidanceDone` with usage, the finish reason and the teacher's own durations.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
