@@ -340,8 +340,12 @@ async def test_without_restarts_a_mode_finds_the_previous_modes_questions_in_the
     """Why the restarts exist (the ordering before issue 19, `--no-restart`): a repeat of a mode reads a question
     the previous mode left in the teacher's cache, and the same on the student, so the repeat looks cheaper."""
     runs = await measure_sequence(restart=False)
+    # The first mode after the warm-up finds the fair state; its repeat reads one of its questions from the cache.
     assert sum(_teacher_uncached(runs[1]).values()) < sum(_teacher_uncached(runs[0]).values())
-    assert sum(_student_uncached(runs[5]).values()) < sum(_student_uncached(runs[4]).values())
+    # Some answers read more than the shared prefix from the cache, on both tiers (with restarts, none does).
+    teacher_cached = {r.usage["teacher_cached_prompt_tokens"] for run in runs[:4] for r in run.records}
+    student_cached = {r.usage["student_cached_prompt_tokens"] for run in runs[4:] for r in run.records}
+    assert len(teacher_cached) > 1 and len(student_cached) > 1
     assert all(run.restart_seconds == 0 for run in runs)
 
 

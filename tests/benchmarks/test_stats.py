@@ -23,6 +23,7 @@ def test_wilson_interval_matches_published_values(successes: int, n: int, low: f
 
 def test_wilson_interval_edge_cases() -> None:
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(0, 7)[0] == 0.0 and wilson_interval(7, 7)[1] == 1.0  # exactly, not up to rounding
     with pytest.raises(ValueError, match="successes"):
         wilson_interval(5, 4)
     # Narrower with more questions at the same proportion.
