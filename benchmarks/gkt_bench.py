@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -28,7 +29,7 @@ from google.protobuf.json_format import MessageToDict
 
 from benchmarks.checkpoint import Checkpoint, RecordedRows, checkpoint_path
 from benchmarks.datasets import DATASETS, DEFAULT_FILES, Dataset, DatasetError, Example, load_examples
-from benchmarks.process_cpu import cpu_delta, tree_cpu_seconds
+from benchmarks.process_cpu import cpu_delta, descendants, tree_cpu_seconds
 from benchmarks.prompts import (
     CSQA_ANSWER_PHRASE,
     GSM8K_ANSWER_PHRASE,
@@ -240,7 +241,13 @@ class Services:
     @staticmethod
     async def _stop(processes: Sequence[ServiceProcess]) -> None:
         for process in processes:
+            # A restart must not leave a child behind (vLLM's engine core holds gigabytes): any descendant still
+            # there once the service has exited is killed, by its id.
+            children = descendants(process.process.pid)
             await asyncio.to_thread(process.stop)
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.asynccontextmanager
