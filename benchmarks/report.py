@@ -248,7 +248,9 @@ def add_comparisons(results: dict[str, dict[str, Any]], runs: Sequence[ModeRun],
             _ratio(row["cost_list_price"], teacher["cost_list_price"]) if teacher else None
         )
         row["accuracy_ratio_vs_teacher"] = _ratio(row["accuracy"], teacher["accuracy"]) if teacher else None
-        row["accuracy_delta_vs_student"] = row["accuracy"] - student["accuracy"] if student else None
+        row["accuracy_delta_vs_student"] = (
+            row["accuracy"] - student["accuracy"] if student and row["mode"] != "teacher" else None
+        )
         row["ideal_speedup_vs_teacher"] = row["achieved_vs_ideal_speedup"] = None
         if row["mode"] == "gkt" and teacher and student:
             ideal = ideal_seconds(row, teacher["generated_tokens_per_second"], student["generated_tokens_per_second"])
@@ -262,8 +264,11 @@ def add_comparisons(results: dict[str, dict[str, Any]], runs: Sequence[ModeRun],
             if teacher and row["teacher_cpu_seconds"] is not None and teacher["teacher_cpu_seconds"] is not None
             else None
         )
+        # Only for rows that use the teacher: a student-only row's idle teacher would give a meaningless ratio.
         row["teacher_capacity_vs_teacher"] = (
-            _ratio(1.0, row["teacher_cpu_ratio_vs_teacher"]) if row["teacher_cpu_ratio_vs_teacher"] else None
+            _ratio(1.0, row["teacher_cpu_ratio_vs_teacher"])
+            if row["teacher_cpu_ratio_vs_teacher"] and row["mode"] != "student"
+            else None
         )
         row["teacher_generated_tokens_ratio_vs_teacher"] = (
             _ratio(row["tokens"]["teacher_completion_tokens"], teacher["tokens"]["teacher_completion_tokens"])

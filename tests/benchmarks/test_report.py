@@ -58,6 +58,7 @@ def test_ratios_against_the_teacher_and_student_of_the_same_run() -> None:
     assert student["speedup_vs_teacher"] == pytest.approx(3.0)
     assert gkt["accuracy_ratio_vs_teacher"] == pytest.approx(1.0)
     assert gkt["accuracy_delta_vs_student"] == pytest.approx(1 / 3)
+    assert teacher["accuracy_delta_vs_student"] is None  # the teacher row is not one of the student's
     assert gkt["requests_per_second"] == pytest.approx(3 / 15)
     assert gkt["tokens"]["teacher_completion_tokens"] == 60 and gkt["tokens"]["student_completion_tokens"] == 160
 
@@ -209,6 +210,9 @@ def test_teacher_cpu_gives_the_compute_ratio_and_capacity() -> None:
     assert results["gkt@30"]["teacher_cpu_ratio_vs_teacher"] == pytest.approx(0.25)
     assert results["gkt@30"]["teacher_capacity_vs_teacher"] == pytest.approx(4.0)
     assert results["teacher"]["teacher_capacity_vs_teacher"] == pytest.approx(1.0)
+    # The student-only row's teacher was idle: its CPU ratio is reported, a capacity would be meaningless.
+    assert results["student"]["teacher_cpu_ratio_vs_teacher"] == pytest.approx(0.5 / 40)
+    assert results["student"]["teacher_capacity_vs_teacher"] is None
     assert results["gkt@30"]["teacher_generated_tokens_per_answer"] == pytest.approx(20.0)
     assert results["gkt@30"]["teacher_uncached_prompt_tokens_per_answer"] == pytest.approx(1000 / 3)
     unmeasured = build_results(runs(), PRICES)["gkt@30"]
