@@ -193,10 +193,10 @@ def paired_test(row: ModeRun, baseline: ModeRun) -> dict[str, Any]:
 
 
 def agreement(row: ModeRun, teacher: ModeRun) -> dict[str, Any]:
-    """How often this row's extracted answer is teacher-only's on the same question (both unparsed counts as the
-    same; an RPC failure never does), with its Wilson interval."""
+    """How often this row states the answer teacher-only stated on the same question, with its Wilson interval. An
+    unparsed answer or an RPC failure never agrees (two rows that both fail to answer have not agreed on anything)."""
     pairs = _paired(row, teacher)
-    same = sum(a.outcome != "failed" and b.outcome != "failed" and a.extracted == b.extracted for a, b in pairs)
+    same = sum(a.extracted is not None and a.extracted == b.extracted for a, b in pairs)
     rate = same / len(pairs) if pairs else None
     return {"agree": same, "n": len(pairs), "rate": rate, "ci": list(wilson_interval(same, len(pairs)))}
 
@@ -511,6 +511,13 @@ def _accuracy_top(values: Sequence[float]) -> float:
     return min(100.0, max(10.0, 1.2 * max(values, default=0.0)))
 
 
+def _accuracy_extent(results: dict[str, dict[str, Any]]) -> list[float]:
+    """Every accuracy and the top of its interval (in %): what the accuracy axis must show."""
+    return [100 * (row.get("accuracy_ci") or [0.0, row["accuracy"]])[1] for row in results.values()] + [
+        100 * row["accuracy"] for row in results.values()
+    ]
+
+
 STUDENT_COLORS = ("tab:green", "tab:purple", "tab:red", "tab:brown")
 
 
@@ -564,7 +571,7 @@ def plot_accuracy_speedup(document: dict[str, Any], path: Path) -> None:
             axes.set_xticks(sorted(all_ks))
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
-    accuracy_axes.set_ylim(0, _accuracy_top([100 * row["accuracy"] for row in results.values()]))
+    accuracy_axes.set_ylim(0, _accuracy_top(_accuracy_extent(results)))
     speedup_axes.set_ylim(bottom=0)
     figure.suptitle(f"GKT: accuracy and speed-up against K, {_title(document)}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -610,7 +617,7 @@ def plot_cost_accuracy(document: dict[str, Any], path: Path) -> None:
         )
     axes.set_xlabel(f"cost of the {document['n']} questions (edge price settings)")
     axes.set_ylabel("accuracy (%), 95 % Wilson interval")
-    axes.set_ylim(0, _accuracy_top([100 * row["accuracy"] for row in results.values()]))
+    axes.set_ylim(0, _accuracy_top(_accuracy_extent(results)))
     axes.set_xlim(0, 1.1 * max((row["cost"] for row in results.values()), default=0.0) or 1.0)
     axes.grid(alpha=0.3)
     handles, labels = axes.get_legend_handles_labels()
@@ -683,7 +690,7 @@ def plot_accuracy_teacher_tokens(document: dict[str, Any], path: Path) -> None:
     axes.set_xlabel(f"teacher generated tokens, all {document['n']} questions")
     axes.set_ylabel("accuracy (%), 95 % Wilson interval")
     axes.set_xlim(left=0)
-    axes.set_ylim(0, _accuracy_top([100 * row["accuracy"] for row in results.values()]))
+    axes.set_ylim(0, _accuracy_top(_accuracy_extent(results)))
     axes.grid(alpha=0.3)
     figure.suptitle(f"Accuracy against teacher tokens, {_title(document)}")
     path.parent.mkdir(parents=True, exist_ok=True)
