@@ -11,25 +11,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import platform
-import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 
 from benchmarks.checkpoint import Checkpoint, RecordedRows, checkpoint_path
 from benchmarks.datasets import DATASETS, DEFAULT_FILES, Dataset, DatasetError, Example, load_examples
-from benchmarks.process_cpu import cpu_delta, descendants, tree_cpu_seconds
+from benchmarks.measure import ModeMeasurer, uses
 from benchmarks.prompts import (
     CSQA_ANSWER_PHRASE,
     GSM8K_ANSWER_PHRASE,
@@ -47,13 +44,12 @@ from benchmarks.report import (
     write_json,
     write_plots,
 )
-from benchmarks.runner import FIXED, MODE_NAMES, ModeName, ModeRun, ModeSpec, PolicySpec, RequestSettings, run_mode
+from benchmarks.runner import FIXED, MODE_NAMES, ModeName, ModeRun, ModeSpec, PolicySpec, RequestSettings
+from benchmarks.services import bench_services, servers_info
 from edge_student.settings import EdgeSettings
-from shared.catalog import DEFAULT_STUDENT, cache_dir
+from shared.catalog import DEFAULT_STUDENT
 from shared.hardware import hardware_summary
-from shared.launch import ServiceProcess, launch_edge, launch_teacher
 from shared.pricing import Prices
-from shared.protocol.gkt.v1 import common_pb2, edge_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +60,7 @@ PAPER_MAX_TOKENS: dict[Dataset, int] = {"gsm8k": 300, "csqa": 100}
 # Chat answers are longer (prose reasoning, then the answer line): budgets that fit the default teacher's whole
 # answers (measured: see benchmarks/README.md, "Chat workload").
 CHAT_MAX_TOKENS: dict[Dataset, int] = {"gsm8k": 640, "csqa": 256}
-# The untimed warm-up request of each mode: a few teacher tokens and a few student tokens are enough to put the
-# shared prefix into both tiers' caches.
-WARM_UP_GUIDANCE_TOKENS = 4
-WARM_UP_MAX_TOKENS = 4
 TeacherBackend = Literal["vllm", "llamacpp"]
-# Launched services wait this long for guidance before answering degraded: a long teacher-only answer behind a
-# queue of others must not be cut off by the edge's interactive deadlines (10 s / 30 s by default).
-LAUNCHED_GUIDANCE_TIMEOUT_SECONDS = 1800.0
 
 
 @dataclass(frozen=True)
@@ -139,165 +128,6 @@ class BenchConfig:
         return specs
 
 
-@dataclass
-class Services:
-    """The edges a run talks to (by student label), and the processes behind them when the bench started them.
-
-    Launched services can be restarted: a restart of the teacher restarts the edges too (they are started with
-    the teacher's address, and the teacher comes back on a new free port)."""
-
-    config: BenchConfig
-    addresses: dict[str | None, str] = field(default_factory=dict)
-    teacher: ServiceProcess | None = None
-    edges: dict[str | None, ServiceProcess] = field(default_factory=dict)
-    channels: dict[str | None, grpc.aio.Channel] = field(default_factory=dict)
-
-    @property
-    def launched(self) -> bool:
-        return self.config.edge is None
-
-    def stub(self, label: str | None) -> edge_pb2_grpc.EdgeServiceStub:
-        return edge_pb2_grpc.EdgeServiceStub(self.channels[label])
-
-    def teacher_pid(self) -> int | None:
-        return self.teacher.process.pid if self.teacher is not None else self.config.teacher_pid
-
-    def edge_pids(self, label: str | None) -> list[int]:
-        edge = self.edges.get(label)
-        return [edge.process.pid] if edge is not None else []
-
-    async def start(self) -> None:
-        """The running edge at `config.edge`, or a teacher and one edge per student started on free ports (their
-        logs go to `<cache>/run/bench-*.log`)."""
-        if not self.launched:
-            assert self.config.edge is not None
-            self.addresses = {None: self.config.edge}
-        else:
-            await self._start_teacher()
-            for label in self.config.student_labels():
-                await self._start_edge(label)
-        await self._open_channels()
-
-    async def restart(self, labels: Sequence[str | None] | None) -> None:
-        """Restarts the teacher and every edge (`labels` None), or only the edges of `labels`."""
-        await self._close_channels()
-        if labels is None:
-            await self._stop(list(self.edges.values()) + ([self.teacher] if self.teacher else []))
-            self.edges.clear()
-            await self._start_teacher()
-            labels = self.config.student_labels()
-        for label in labels:
-            if label in self.edges:
-                await self._stop([self.edges.pop(label)])
-            await self._start_edge(label)
-        await self._open_channels()
-
-    async def stop(self) -> None:
-        await self._close_channels()
-        await self._stop(list(self.edges.values()) + ([self.teacher] if self.teacher else []))
-        self.edges.clear()
-        self.teacher = None
-
-    async def _start_teacher(self) -> None:
-        run_dir = cache_dir() / "run"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log = run_dir / "bench-teacher.log"
-        args = ["--n-slots", str(self._slots()), "--log-level", "WARNING"]
-        if self.config.teacher_model:
-            args += ["--model", self.config.teacher_model]
-        self.teacher = launch_teacher(self.config.teacher_backend, args, log_path=log)
-        await _wait_ready(self.teacher, 1800, log)
-
-    async def _start_edge(self, label: str | None) -> None:
-        assert self.teacher is not None
-        student = dict(zip(self.config.student_labels(), self.config.students, strict=True))[label]
-        log = cache_dir() / "run" / f"bench-edge-{student}.log"
-        timeout = str(LAUNCHED_GUIDANCE_TIMEOUT_SECONDS)
-        slots = str(self._slots())
-        edge = launch_edge(
-            f"127.0.0.1:{self.teacher.port}",
-            [
-                *("--model", student, "--n-slots", slots, "--max-queue", str(max(64, self.config.concurrency))),
-                *("--log-level", "WARNING", "--guidance-first-token-timeout-seconds", timeout),
-                *("--guidance-timeout-seconds", timeout, "--teacher-only-timeout-seconds", timeout),
-            ],
-            log_path=log,
-        )
-        self.edges[label] = edge
-        await _wait_ready(edge, 600, log)
-        self.addresses[label] = f"127.0.0.1:{edge.port}"
-
-    def _slots(self) -> int:
-        return max(1, min(64, self.config.concurrency))
-
-    async def _open_channels(self) -> None:
-        self.channels = {label: grpc.aio.insecure_channel(address) for label, address in self.addresses.items()}
-
-    async def _close_channels(self) -> None:
-        for channel in self.channels.values():
-            await channel.close()
-        self.channels = {}
-
-    @staticmethod
-    async def _stop(processes: Sequence[ServiceProcess]) -> None:
-        for process in processes:
-            # A restart must not leave a child behind (vLLM's engine core holds gigabytes): any descendant still
-            # there once the service has exited is killed, by its id.
-            children = descendants(process.process.pid)
-            await asyncio.to_thread(process.stop)
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-
-
-@contextlib.asynccontextmanager
-async def bench_services(config: BenchConfig) -> AsyncIterator[Services]:
-    """The run's services, started (or found) on entry and, when launched here, stopped on exit."""
-    services = Services(config)
-    try:
-        await services.start()
-        yield services
-    finally:
-        await services.stop()
-
-
-async def _wait_ready(service: ServiceProcess, seconds: float, log: Path) -> None:
-    try:
-        await asyncio.to_thread(service.wait_ready, seconds)
-    except (RuntimeError, TimeoutError) as error:
-        raise RuntimeError(f"{error} (its log: {log})") from None
-
-
-def describe(info: common_pb2.ServerInfo) -> str:
-    """One line naming what a server ran: model, file, engine, dtype, threads, slots, hardware."""
-    parts = [f"{info.model} ({Path(info.model_file).name or info.model_file})", f"on {info.backend}"]
-    if info.dtype:
-        parts.append(info.dtype)
-    parts.append(f"{info.threads} thread(s)" if info.threads else "engine-chosen threads (vLLM: one worker core)")
-    parts.append(f"{info.slots} slots")
-    return ", ".join(parts) + f"; {info.hardware}"
-
-
-async def servers_info(addresses: dict[str | None, str]) -> dict[str, Any]:
-    """What each edge and the teacher report they run (`GetInfo`), for the results document."""
-    edges: dict[str, Any] = {}
-    teacher: common_pb2.ServerInfo | None = None
-    for label, address in addresses.items():
-        async with grpc.aio.insecure_channel(address) as channel:
-            info = await edge_pb2_grpc.EdgeServiceStub(channel).GetInfo(common_pb2.GetInfoRequest(), timeout=30)
-        edges[label or ""] = info.edge
-        if info.HasField("teacher"):
-            teacher = info.teacher
-    return {
-        "teacher": describe(teacher) if teacher is not None else "unknown (the edge could not reach its teacher)",
-        "students": {label: describe(info) for label, info in edges.items()},
-        "servers": {
-            "teacher": MessageToDict(teacher, preserving_proto_field_name=True) if teacher is not None else None,
-            "edges": {label: MessageToDict(info, preserving_proto_field_name=True) for label, info in edges.items()},
-        },
-    }
-
-
 def cache_control(config: BenchConfig) -> dict[str, Any]:
     """How this run controls the tiers' caches, for the results (and a note the tables print)."""
     if config.edge is not None:
@@ -359,114 +189,6 @@ def metadata(
             "python": platform.python_version(),
         },
     }
-
-
-def _uses(spec: ModeSpec) -> tuple[bool, bool]:
-    """Whether a mode's requests reach (the teacher, its student's engine). Teacher-only requests pass through an
-    edge without touching its student."""
-    return spec.mode in ("teacher", "gkt"), spec.mode in ("student", "gkt")
-
-
-@dataclass
-class CacheState:
-    """Which tiers served evaluated questions since they were last (re)started and warmed."""
-
-    teacher_used: bool = False
-    edges_used: set[str | None] = field(default_factory=set)
-
-    def restart_needed(self, spec: ModeSpec) -> list[str | None] | Literal[False] | None:
-        """What to restart before `spec`: False (nothing), None (the teacher, hence every edge) or edge labels."""
-        teacher, student = _uses(spec)
-        if teacher and self.teacher_used:
-            return None
-        if student and spec.student in self.edges_used:
-            return [spec.student]
-        return False
-
-    def restarted(self, labels: list[str | None] | None) -> None:
-        if labels is None:
-            self.teacher_used = False
-            self.edges_used.clear()
-        else:
-            self.edges_used.difference_update(labels)
-
-    def used(self, spec: ModeSpec) -> None:
-        teacher, student = _uses(spec)
-        self.teacher_used |= teacher
-        if student:
-            self.edges_used.add(spec.student)
-
-
-class ModeMeasurer:
-    """Runs one mode as a measurement: a clean cache first (launched services restarted if an earlier mode used
-    them, then warmed on a held-out question), the teacher's and edge's CPU read before and after."""
-
-    def __init__(
-        self,
-        config: BenchConfig,
-        services: Services,
-        prompts: Prompts,
-        examples: Sequence[Example],
-        settings: RequestSettings,
-    ) -> None:
-        self.config, self.services, self.prompts = config, services, prompts
-        self.examples, self.settings = examples, settings
-        self.state = CacheState()
-        # The warm-up question: the first few-shot exemplar, never evaluated (in either workload), which shares the
-        # evaluated questions' prefix (the exemplars, or the chat system prompt) and nothing else of theirs.
-        self.held_out = prompts.exemplars[0]
-
-    async def warm(self, labels: Sequence[str | None]) -> None:
-        """One untimed GKT request on the held-out question through each edge of `labels` (so both tiers)."""
-        if not self.config.warm_up:
-            return
-        settings = replace(self.settings, max_tokens=WARM_UP_MAX_TOKENS)
-        for label in labels:
-            await run_mode(
-                self.services.stub(label),
-                ModeSpec("gkt", WARM_UP_GUIDANCE_TOKENS),
-                [self.held_out],
-                dataset=self.config.dataset,
-                prompts=self.prompts,
-                settings=settings,
-                concurrency=1,
-                progress=False,
-            )
-
-    async def measure(self, spec: ModeSpec) -> ModeRun:
-        restart_seconds = 0.0
-        if self.services.launched and self.config.restart_between_modes:
-            labels = self.state.restart_needed(spec)
-            if labels is not False:
-                started = time.perf_counter()
-                logger.info(
-                    "%s: restarting %s for a clean cache", spec.key, "all services" if labels is None else labels
-                )
-                await self.services.restart(labels)
-                self.state.restarted(labels)
-                await self.warm(list(self.services.addresses) if labels is None else labels)
-                restart_seconds = time.perf_counter() - started
-        teacher_pid = self.services.teacher_pid()
-        edge_pids = self.services.edge_pids(spec.student if spec.mode != "teacher" else None)
-        teacher_before = tree_cpu_seconds(teacher_pid) if teacher_pid is not None else None
-        edge_before = [tree_cpu_seconds(pid) for pid in edge_pids]
-        label = spec.student if spec.mode != "teacher" else next(iter(self.services.addresses))
-        run = await run_mode(
-            self.services.stub(label),
-            spec,
-            self.examples,
-            dataset=self.config.dataset,
-            prompts=self.prompts,
-            settings=self.settings,
-            concurrency=self.config.concurrency,
-            progress=self.config.progress,
-        )
-        run.teacher_cpu_seconds = cpu_delta(teacher_pid, teacher_before)
-        if spec.mode != "teacher" and edge_pids:
-            run.edge_cpu_seconds = cpu_delta(edge_pids[0], edge_before[0])
-        run.restart_seconds = restart_seconds
-        self.state.used(spec)
-        return run
 
 
 async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
@@ -545,7 +267,7 @@ def row_fingerprint(
     """What must be the same for a recorded row to be reused in this run: the row's own mode, K, policy settings,
     the models it used (with the hardware and threads they ran on), the questions, the request settings (budgets,
     sampling, stop), the workload, the concurrency and how the caches were controlled."""
-    teacher, student = _uses(spec)
+    teacher, student = uses(spec)
     return {
         "mode": spec.mode,
         "guidance_tokens": spec.guidance_tokens,

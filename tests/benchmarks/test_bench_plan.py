@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from benchmarks.datasets import Example
-from benchmarks.gkt_bench import BenchConfig, CacheState, row_fingerprint
+from benchmarks.gkt_bench import BenchConfig, row_fingerprint
+from benchmarks.measure import CacheState
 from benchmarks.prompts import workload_prompts
 from benchmarks.runner import FIXED, ModeSpec, PolicySpec, RequestSettings, build_request
 from shared.protocol.gkt.v1 import edge_pb2

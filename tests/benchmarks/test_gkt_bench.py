@@ -15,14 +15,14 @@ from benchmarks.gkt_bench import (
     CHAT_MAX_TOKENS,
     PAPER_GUIDANCE_TOKENS,
     BenchConfig,
-    ModeMeasurer,
-    bench_services,
     config_from_args,
     load_questions,
     run_benchmark,
 )
+from benchmarks.measure import ModeMeasurer
 from benchmarks.report import RESULT_FIELDS
 from benchmarks.runner import FIXED, USAGE_FIELDS, ModeRun, ModeSpec, PolicySpec, RequestSettings
+from benchmarks.services import bench_services
 from cloud_teacher.server import TeacherServer
 from edge_student.settings import EdgeSettings
 from tests.conftest import running_edge
