@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import gkt_bench
+from benchmarks import measure
 from benchmarks.checkpoint import checkpoint_path
 from benchmarks.gkt_bench import (
     CHAT_MAX_TOKENS,
@@ -199,7 +199,7 @@ async def test_an_interrupted_run_resumes_with_the_rows_it_finished(
     resumed) and runs only the rest. A later run that adds a policy reuses every finished row of the complete
     results and measures only the new one; a run of other questions reuses nothing."""
     calls: list[str] = []
-    real_run_mode = gkt_bench.run_mode
+    real_run_mode = measure.run_mode
 
     async def run_mode(stub: Any, spec: ModeSpec, *args: Any, **kwargs: Any) -> Any:
         calls.append(spec.key)
@@ -207,7 +207,7 @@ async def test_an_interrupted_run_resumes_with_the_rows_it_finished(
             raise RuntimeError("interrupted")
         return await real_run_mode(stub, spec, *args, **kwargs)
 
-    monkeypatch.setattr(gkt_bench, "run_mode", run_mode)
+    monkeypatch.setattr(measure, "run_mode", run_mode)
     async with running_edge(teacher_server.port, n_slots=2) as edge:
         out = tmp_path / "csqa.json"
         config = BenchConfig(
