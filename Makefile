@@ -31,7 +31,8 @@ FAST_TESTS := tests/test_layout.py tests/scripts tests/shared/test_text_stream.p
 	tests/shared/test_protocol.py tests/shared/test_catalog.py tests/edge_student/test_answer_flow.py \
 	tests/edge_student/test_openai_convert.py tests/edge_student/test_circuit_breaker.py tests/edge_student/test_guidance_policy.py \
 	tests/cloud_teacher/test_hf_conversion.py tests/benchmarks/test_answers.py tests/benchmarks/test_prompts.py \
-	tests/benchmarks/test_report.py tests/benchmarks/test_edge_throughput.py \
+	tests/benchmarks/test_report.py tests/benchmarks/test_edge_throughput.py tests/benchmarks/test_stats.py \
+	tests/benchmarks/test_process_cpu.py tests/benchmarks/test_bench_plan.py \
 	tests/cloud_teacher/test_acceptance.py tests/shared/test_verification_protocol.py
 
 test-fast: install  ## the pure-logic tests only (seconds, no models)
@@ -52,19 +53,11 @@ bench-edge: install  ## edge batching throughput -> benchmarks/results/edge_thro
 bench-teacher: models  ## teacher guidance throughput, vLLM vs llama.cpp -> benchmarks/results/teacher_throughput.json
 	$(PY) -m benchmarks.teacher_throughput
 
-bench: models  ## the paper's experiments (GSM8K, CSQA) on the strong teacher (vLLM): both students, fixed K and adaptive guidance (hours; add ARGS=--resume after an interruption)
-	$(VENV)/bin/gkt bench --dataset gsm8k --limit 100 --guidance-tokens 10,20,40,80 \
-		--students qwen2.5-coder-0.5b,smollm2-135m --guidance-policy fixed \
-		--guidance-policy a=adaptive:floor=24,window=12,top1=1,k=80 \
-		--guidance-policy b=adaptive:floor=40,window=16,top1=1,k=80 \
-		--guidance-policy be=adaptive:floor=40,window=16,top1=1,escalate,k=80 \
-		--out benchmarks/results/gsm8k.json $(ARGS)
-	$(VENV)/bin/gkt bench --dataset csqa --limit 200 --guidance-tokens 5,10,20,30 \
-		--students qwen2.5-coder-0.5b,smollm2-135m --guidance-policy fixed \
-		--guidance-policy a=adaptive:floor=6,window=4,top1=1,k=30 \
-		--guidance-policy b=adaptive:floor=8,window=8,top1=1,k=30 \
-		--guidance-policy be=adaptive:floor=8,window=8,top1=1,escalate,k=30 \
-		--out benchmarks/results/csqa.json $(ARGS)
+bench: models  ## issue 19's runs: GSM8K 100 and CSQA 200, few-shot and chat, default pair (vLLM teacher, Qwen 0.5B student): teacher-only, student-only, GKT at the paper's K; fair caches, intervals (~8 hours; ARGS=--resume after an interruption or to add rows)
+	$(VENV)/bin/gkt bench --dataset gsm8k --workload fewshot --limit 100 --guidance-tokens 40 $(ARGS)
+	$(VENV)/bin/gkt bench --dataset csqa --workload fewshot --limit 200 --guidance-tokens 30 $(ARGS)
+	$(VENV)/bin/gkt bench --dataset gsm8k --workload chat --limit 100 --guidance-tokens 40 $(ARGS)
+	$(VENV)/bin/gkt bench --dataset csqa --workload chat --limit 200 --guidance-tokens 30 $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Answer extraction that never guesses: the answer the model states after "answer is", or unparsed (wrong)."""
+"""Answer extraction that never guesses: the answer the model states after "answer is" or in `\\boxed{...}`, or
+unparsed (wrong)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ _CSQA_PAREN_LETTER = re.compile(r"^[\s:*-]*\(\s*(?P<letter>[A-Za-z])\s*\)")
 # article followed by an option's text, not the letter A.
 _CSQA_BARE_LETTER = re.compile(r"^[\s:*-]*(?P<letter>[A-Za-z])\s*(?=[.,;:!)*\"']|$)")
 _ARTICLE = re.compile(r"^(?:a|an|the)\s+")
+# LaTeX a chat model states its result in: "The answer is \\(\\boxed{18}\\)".
+_BOXED = re.compile(r"\\boxed\s*\{")
+_LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,35 @@ def _to_decimal(number: str, *, negative: bool) -> Decimal | None:
     return -value if negative else value
 
 
-def extract_gsm8k(text: str) -> Decimal | None:
-    """The number right after the last "answer is" that is followed by one; None when the model stated none."""
+def _boxed_contents(answer: str) -> list[tuple[int, str]]:
+    """(position, content) of each complete `\\boxed{...}` (nested braces kept; one cut off by the token limit is
+    skipped), with LaTeX text wrappers and escaped dollars undone: `\\boxed{\\text{(B)}}` -> "(B)"."""
+    boxes = []
+    for match in _BOXED.finditer(answer):
+        depth, end = 1, match.end()
+        while end < len(answer) and depth:
+            depth += {"{": 1, "}": -1}.get(answer[end], 0)
+            end += 1
+        if depth == 0:
+            content = _LATEX_TEXT.sub(r"\1", answer[match.end() : end - 1])
+            boxes.append((match.start(), content.replace("\\$", "$").replace("{,}", ",")))
+    return boxes
+
+
+def stated_answers(text: str) -> list[str]:
+    """What follows each answer marker, last marker first: the text after each "answer is", and the content of each
+    `\\boxed{...}` (chat models box their result; the box after "The answer is" is the later marker)."""
     answer = answer_part(text)
-    for phrase in reversed(list(_ANSWER_IS.finditer(answer))):
-        match = _GSM8K_ANSWER.match(answer, phrase.end())
+    marks = [(phrase.start(), answer[phrase.end() :]) for phrase in _ANSWER_IS.finditer(answer)]
+    marks += _boxed_contents(answer)
+    return [rest for _, rest in sorted(marks, key=lambda mark: mark[0], reverse=True)]
+
+
+def extract_gsm8k(text: str) -> Decimal | None:
+    """The number right after the last answer marker ("answer is", or inside `\\boxed{}`) that is followed by one;
+    None when the model stated none."""
+    for rest in stated_answers(text):
+        match = _GSM8K_ANSWER.match(rest)
         if match is not None:
             negative = bool(match.group("sign") or match.group("sign_after_dollar"))
             return _to_decimal(match.group("number"), negative=negative)
@@ -89,11 +117,10 @@ def _csqa_letter_after(rest: str, choices: tuple[tuple[str, str], ...]) -> str |
 
 
 def extract_csqa(text: str, choices: tuple[tuple[str, str], ...]) -> str | None:
-    """The letter stated after the last "answer is" that names an option: "(B)", "B", "b", or the option's
-    exact text; None otherwise."""
-    answer = answer_part(text)
-    for phrase in reversed(list(_ANSWER_IS.finditer(answer))):
-        letter = _csqa_letter_after(answer[phrase.end() :], choices)
+    """The letter stated after the last answer marker ("answer is", or inside `\\boxed{}`) that names an option:
+    "(B)", "B", "b", or the option's exact text; None otherwise."""
+    for rest in stated_answers(text):
+        letter = _csqa_letter_after(rest, choices)
         if letter is not None:
             return letter
     return None

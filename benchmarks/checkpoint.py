@@ -1,10 +1,11 @@
-"""Finished rows of a long benchmark run, kept on disk as they finish, so an interrupted run can be resumed."""
+"""Finished rows of benchmark runs, kept so a later run reuses them: the rows an interrupted run recorded as they
+finished, and the rows of the last complete run's results. A row is reused when its own settings match."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,58 +13,96 @@ from benchmarks.runner import AnswerRecord, ModeRun, ModeSpec
 
 logger = logging.getLogger(__name__)
 
+# What a row keeps besides its answers (the measurements of its pass).
+_MEASUREMENTS = ("wall_seconds", "teacher_cpu_seconds", "edge_cpu_seconds", "restart_seconds")
+_RECORD_FIELDS = {f.name for f in fields(AnswerRecord)}
+
 
 def checkpoint_path(out: Path) -> Path:
     """`<out stem>.progress.jsonl` beside the results JSON: one line per finished row."""
     return out.with_suffix(".progress.jsonl")
 
 
-class Checkpoint:
-    """Rows are appended as they finish; a resumed run reuses rows recorded for the same run (`fingerprint`: the
-    questions, request settings and models) and measures the rest."""
+def fingerprint_key(fingerprint: dict[str, Any]) -> str:
+    """A row's settings as one canonical string (tuples and lists alike, keys sorted)."""
+    return json.dumps(fingerprint, sort_keys=True)
 
-    def __init__(self, path: Path | None, fingerprint: dict[str, Any]) -> None:
-        self.path = path  # None: a run that writes no files keeps no checkpoint either
-        self.fingerprint = json.loads(json.dumps(fingerprint))  # as read back (tuples become lists)
 
-    def load(self) -> dict[str, tuple[float, list[AnswerRecord]]]:
-        """The rows recorded for this run, by mode key: (wall seconds, records). Rows of another run are ignored."""
-        rows: dict[str, tuple[float, list[AnswerRecord]]] = {}
-        if self.path is None or not self.path.is_file():
-            return rows
-        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+def _record(data: dict[str, Any]) -> AnswerRecord:
+    return AnswerRecord(**{key: value for key, value in data.items() if key in _RECORD_FIELDS})
+
+
+def _row_run(spec: ModeSpec, row: dict[str, Any], records: list[AnswerRecord]) -> ModeRun:
+    run = ModeRun(spec, records, float(row["wall_seconds"]))
+    run.teacher_cpu_seconds = row.get("teacher_cpu_seconds")
+    run.edge_cpu_seconds = row.get("edge_cpu_seconds")
+    run.restart_seconds = float(row.get("restart_seconds") or 0.0)
+    return run
+
+
+class RecordedRows:
+    """Rows recorded earlier, by their settings (`fingerprint_key`): measurements and answers."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[dict[str, Any], list[AnswerRecord]]] = {}
+
+    def add(self, fingerprint: dict[str, Any], row: dict[str, Any], records: list[AnswerRecord]) -> None:
+        self.rows[fingerprint_key(fingerprint)] = (row, records)
+
+    def find(self, spec: ModeSpec, fingerprint: dict[str, Any]) -> ModeRun | None:
+        """The recorded run with exactly these settings, as a row of this run (`spec`), or None."""
+        found = self.rows.get(fingerprint_key(fingerprint))
+        return None if found is None else _row_run(spec, *found)
+
+    def load_progress(self, path: Path) -> None:
+        """Rows an interrupted run appended to its progress file (a line cut short by the interruption skipped)."""
+        if not path.is_file():
+            return
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
             try:
                 row = json.loads(line)
-                if row["fingerprint"] != self.fingerprint:
-                    logger.warning("%s:%d: a row of another run (other questions, settings, models)", self.path, number)
-                    continue
-                rows[row["mode"]] = (float(row["wall_seconds"]), [AnswerRecord(**r) for r in row["records"]])
-            except (ValueError, KeyError, TypeError) as error:  # a line cut short by the interruption
-                logger.warning("%s:%d: unreadable row skipped (%s)", self.path, number, error)
-        return rows
+                self.add(row["fingerprint"], row, [_record(r) for r in row["records"]])
+            except (ValueError, KeyError, TypeError) as error:
+                logger.warning("%s:%d: unreadable row skipped (%s)", path, number, error)
 
-    def resumed(self, spec: ModeSpec, rows: dict[str, tuple[float, list[AnswerRecord]]]) -> ModeRun | None:
-        """The recorded run of `spec`, if there is one."""
-        if spec.key not in rows:
+    def load_results(self, out: Path) -> dict[str, Any] | None:
+        """Rows of the complete run whose results are at `out` (each row's settings are in its `fingerprint`, its
+        answers in the answers file); returns that document, or None when there is none to read."""
+        if not out.is_file():
             return None
-        wall_seconds, records = rows[spec.key]
-        return ModeRun(spec, records, wall_seconds)
+        try:
+            document = json.loads(out.read_text())
+            answers = Path(document["files"]["answers"])
+            by_mode: dict[str, list[AnswerRecord]] = {}
+            for line in answers.read_text().splitlines():
+                answer = json.loads(line)
+                by_mode.setdefault(answer["mode"], []).append(_record(answer))
+        except (ValueError, KeyError, TypeError, OSError) as error:
+            logger.warning("%s: earlier results not reusable (%s)", out, error)
+            return None
+        for key, row in document.get("results", {}).items():
+            if "fingerprint" in row and key in by_mode:
+                self.add(row["fingerprint"], row, by_mode[key])
+        return dict(document)
 
-    def save(self, run: ModeRun) -> None:
-        """Appends one finished row (flushed at once: the next row may take an hour)."""
+
+class Checkpoint:
+    """Rows are appended to the progress file as they finish (flushed at once: the next row may take an hour)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path  # None: a run that writes no files keeps no checkpoint either
+
+    def save(self, run: ModeRun, fingerprint: dict[str, Any]) -> None:
         if self.path is None:
             return
-        row = {
-            "mode": run.spec.key,
-            "fingerprint": self.fingerprint,
-            "wall_seconds": run.wall_seconds,
-            "records": [asdict(record) for record in run.records],
-        }
+        row: dict[str, Any] = {"mode": run.spec.key, "fingerprint": fingerprint}
+        row |= {name: getattr(run, name) for name in _MEASUREMENTS}
+        row["records"] = [asdict(record) for record in run.records]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as file:
             file.write(json.dumps(row) + "\n")
 
     def discard(self) -> None:
-        """Removes the file once the whole run is written."""
+        """Removes the file once the whole run is written (its rows are in the results then)."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)

@@ -1,36 +1,39 @@
 """`gkt bench`: the paper's GSM8K / CSQA experiments through the edge and cloud services, in every mode.
 
-Each question is sent to the edge over gRPC as a raw few-shot prompt, once per mode: teacher-only, student-only
-and GKT at each K, one mode after the other over all questions with the same concurrency, so that wall times
-compare. Writes a results JSON, a per-answer JSONL file beside it and three PNG plots, and prints a Markdown table.
+Each question is sent to the edge over gRPC, as a raw few-shot prompt or as a zero-shot chat message
+(`--workload`), once per mode: teacher-only, student-only and GKT at each K, one mode after the other over all
+questions with the same concurrency, so that wall times compare. When the bench starts the services, each mode
+starts from the same cache state: services restarted and warmed on a question that is not evaluated. Writes a
+results JSON, a per-answer JSONL file beside it and PNG plots, and prints Markdown tables with 95 % intervals.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import json
 import logging
 import os
 import platform
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 
-from benchmarks.checkpoint import Checkpoint, checkpoint_path
+from benchmarks.checkpoint import Checkpoint, RecordedRows, checkpoint_path
 from benchmarks.datasets import DATASETS, DEFAULT_FILES, Dataset, DatasetError, Example, load_examples
+from benchmarks.measure import ModeMeasurer, uses
 from benchmarks.prompts import (
     CSQA_ANSWER_PHRASE,
     GSM8K_ANSWER_PHRASE,
-    STOP_SEQUENCES,
-    FewShotPrompts,
-    few_shot_prompts,
+    WORKLOADS,
+    Prompts,
+    Workload,
+    workload_prompts,
 )
 from benchmarks.report import (
     build_results,
@@ -41,14 +44,13 @@ from benchmarks.report import (
     write_json,
     write_plots,
 )
-from benchmarks.runner import FIXED, MODE_NAMES, ModeRun, ModeSpec, PolicySpec, RequestSettings, run_mode
+from benchmarks.runner import FIXED, MODE_NAMES, ModeRun, ModeSpec, PolicySpec, RequestSettings
+from benchmarks.services import bench_services, servers_info
 from edge_student.settings import EdgeSettings
-from shared.catalog import DEFAULT_STUDENT, cache_dir
+from shared.catalog import DEFAULT_STUDENT
 from shared.hardware import hardware_summary
-from shared.launch import ServiceProcess, launch_edge, launch_teacher
 from shared.pricing import Prices
 from shared.protocol.domain import ModeName
-from shared.protocol.gkt.v1 import common_pb2, edge_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +59,10 @@ RESULTS_DIR = Path(__file__).parent / "results"
 # whole answer (guidance included, in the student's tokenizer), the same budget for every mode: K + the paper's rest.
 PAPER_GUIDANCE_TOKENS: dict[Dataset, int] = {"gsm8k": 40, "csqa": 30}
 PAPER_MAX_TOKENS: dict[Dataset, int] = {"gsm8k": 340, "csqa": 130}
+# Chat answers are longer (prose reasoning, then the answer line): whole-answer budgets that fit the default teacher's
+# answers (measured: see benchmarks/README.md, "Chat workload").
+CHAT_MAX_TOKENS: dict[Dataset, int] = {"gsm8k": 640, "csqa": 256}
 TeacherBackend = Literal["vllm", "llamacpp"]
-# Launched services wait this long for guidance before answering degraded: a long teacher-only answer behind a
-# queue of others must not be cut off by the edge's interactive deadlines (10 s / 30 s by default).
-LAUNCHED_GUIDANCE_TIMEOUT_SECONDS = 1800.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class BenchConfig:
     student, and stop them at the end."""
 
     dataset: Dataset = "csqa"
+    workload: Workload = "fewshot"
     data: Path | None = None
     limit: int | None = None
     guidance_tokens: tuple[int, ...] = ()  # empty: the paper's K for the dataset
@@ -86,15 +89,20 @@ class BenchConfig:
     plots_dir: Path | None = None  # None: beside `out`
     timeout_seconds: float = 1800.0
     progress: bool = True
-    resume: bool = False  # reuse rows an interrupted run of the same questions, settings and models recorded
-    warm_up: bool = True  # one untimed request through both tiers before the first measured mode
+    resume: bool = False  # reuse rows recorded earlier (interrupted or complete) whose own settings match
+    warm_up: bool = True  # one untimed request through both tiers (a held-out question) before each measured mode
+    # Launched services only: restart the tiers a mode uses when an earlier mode left its questions in their
+    # caches, so that every mode starts from the same state (the shared prefix warm, nothing else).
+    restart_between_modes: bool = True
+    teacher_pid: int | None = None  # with `edge`: the running teacher's process, for its CPU seconds
 
     def resolved(self) -> BenchConfig:
         """The same with the dataset's defaults filled in."""
+        budgets = PAPER_MAX_TOKENS if self.workload == "fewshot" else CHAT_MAX_TOKENS
         return replace(
             self,
             guidance_tokens=self.guidance_tokens or (PAPER_GUIDANCE_TOKENS[self.dataset],),
-            max_tokens=self.max_tokens or PAPER_MAX_TOKENS[self.dataset],
+            max_tokens=self.max_tokens or budgets[self.dataset],
             students=() if self.edge is not None else (self.students or (DEFAULT_STUDENT,)),
         )
 
@@ -122,93 +130,42 @@ class BenchConfig:
         return specs
 
 
-@contextlib.asynccontextmanager
-async def edge_services(config: BenchConfig) -> AsyncIterator[dict[str | None, str]]:
-    """Edge addresses by student label: the running edge at `config.edge`, or a teacher and one edge per student
-    started here on free ports (stopped on exit; their logs go to `<cache>/run/bench-*.log`)."""
+def cache_control(config: BenchConfig) -> dict[str, Any]:
+    """How this run controls the tiers' caches, for the results (and a note the tables print)."""
     if config.edge is not None:
-        yield {None: config.edge}
-        return
-    run_dir = cache_dir() / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    slots = max(1, min(64, config.concurrency))
-    started: list[ServiceProcess] = []
-    try:
-        teacher_log = run_dir / "bench-teacher.log"
-        teacher_args = ["--n-slots", str(slots), "--log-level", "WARNING"]
-        if config.teacher_model:
-            teacher_args += ["--model", config.teacher_model]
-        teacher = launch_teacher(config.teacher_backend, teacher_args, log_path=teacher_log)
-        started.append(teacher)
-        await _wait_ready(teacher, 1800, teacher_log)
-        timeout = str(LAUNCHED_GUIDANCE_TIMEOUT_SECONDS)
-        addresses: dict[str | None, str] = {}
-        for label, student in zip(config.student_labels(), config.students, strict=True):
-            log = run_dir / f"bench-edge-{student}.log"
-            edge = launch_edge(
-                f"127.0.0.1:{teacher.port}",
-                [
-                    *("--model", student, "--n-slots", str(slots), "--max-queue", str(max(64, config.concurrency))),
-                    *("--log-level", "WARNING", "--guidance-first-token-timeout-seconds", timeout),
-                    *("--guidance-timeout-seconds", timeout, "--teacher-only-timeout-seconds", timeout),
-                ],
-                log_path=log,
-            )
-            started.append(edge)
-            await _wait_ready(edge, 600, log)
-            addresses[label] = f"127.0.0.1:{edge.port}"
-        yield addresses
-    finally:
-        for process in reversed(started):
-            await asyncio.to_thread(process.stop)
-
-
-async def _wait_ready(service: ServiceProcess, seconds: float, log: Path) -> None:
-    try:
-        await asyncio.to_thread(service.wait_ready, seconds)
-    except (RuntimeError, TimeoutError) as error:
-        raise RuntimeError(f"{error} (its log: {log})") from None
-
-
-def describe(info: common_pb2.ServerInfo) -> str:
-    """One line naming what a server ran: model, file, engine, dtype, threads, slots, hardware."""
-    parts = [f"{info.model} ({Path(info.model_file).name or info.model_file})", f"on {info.backend}"]
-    if info.dtype:
-        parts.append(info.dtype)
-    parts.append(f"{info.threads} thread(s)" if info.threads else "engine-chosen threads (vLLM: one worker core)")
-    parts.append(f"{info.slots} slots")
-    return ", ".join(parts) + f"; {info.hardware}"
-
-
-async def servers_info(addresses: dict[str | None, str]) -> dict[str, Any]:
-    """What each edge and the teacher report they run (`GetInfo`), for the results document."""
-    edges: dict[str, Any] = {}
-    teacher: common_pb2.ServerInfo | None = None
-    for label, address in addresses.items():
-        async with grpc.aio.insecure_channel(address) as channel:
-            info = await edge_pb2_grpc.EdgeServiceStub(channel).GetInfo(common_pb2.GetInfoRequest(), timeout=30)
-        edges[label or ""] = info.edge
-        if info.HasField("teacher"):
-            teacher = info.teacher
+        return {
+            "method": "none",
+            "note": "NOT controlled: the services were already running (--edge); earlier requests, and earlier "
+            "modes of this run, may have left these questions in the teacher's and the edge's prefix caches, "
+            "which favours the later modes' speed and cost",
+        }
+    if not config.restart_between_modes:
+        return {
+            "method": "none",
+            "note": "NOT controlled (--no-restart): each mode finds the earlier modes' questions in the caches, "
+            "which favours the later modes' speed and cost",
+        }
+    warm = "warmed by one untimed request on a question that is not evaluated" if config.warm_up else "not warmed"
     return {
-        "teacher": describe(teacher) if teacher is not None else "unknown (the edge could not reach its teacher)",
-        "students": {label: describe(info) for label, info in edges.items()},
-        "servers": {
-            "teacher": MessageToDict(teacher, preserving_proto_field_name=True) if teacher is not None else None,
-            "edges": {label: MessageToDict(info, preserving_proto_field_name=True) for label, info in edges.items()},
-        },
+        "method": "restart",
+        "note": "each mode started on services restarted since any earlier mode used them, " + warm + " (the "
+        "shared prefix cached, none of the evaluated questions); restart time is not in the mode's wall time",
     }
 
 
-def metadata(config: BenchConfig, prices: Prices, n: int, shots: int, edges: dict[str | None, str]) -> dict[str, Any]:
+def metadata(
+    config: BenchConfig, prices: Prices, n: int, prompts: Prompts, edges: dict[str | None, str]
+) -> dict[str, Any]:
     """The top of the results JSON: what was run, on what, with which prices."""
     return {
         "benchmark": "gkt bench",
         "dataset": config.dataset,
+        "workload": config.workload,
         "data_file": str(config.data or DEFAULT_FILES[config.dataset]),
         "n": n,
         "limit": config.limit,
-        "shots": shots,
+        "shots": prompts.shots,
+        "system_prompt": getattr(prompts, "system_prompt", ""),
         "answer_phrase": GSM8K_ANSWER_PHRASE if config.dataset == "gsm8k" else CSQA_ANSWER_PHRASE,
         "modes": [spec.key for spec in config.mode_specs()],
         "guidance_tokens": list(config.guidance_tokens),
@@ -218,8 +175,9 @@ def metadata(config: BenchConfig, prices: Prices, n: int, shots: int, edges: dic
         "max_tokens": config.max_tokens,
         "temperature": config.temperature,
         "seed": config.seed,
-        "stop": list(STOP_SEQUENCES),
+        "stop": list(prompts.stop),
         "concurrency": config.concurrency,
+        "cache_control": cache_control(config),
         "services": {
             "launched_by_bench": config.edge is None,
             "edge_addresses": {label or "": address for label, address in edges.items()},
@@ -237,6 +195,7 @@ def metadata(config: BenchConfig, prices: Prices, n: int, shots: int, edges: dic
 
 async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     """Runs every mode over the dataset and returns the results document (also written to `config.out`)."""
+    session_started = time.perf_counter()
     config = config.resolved()
     prompts, examples = await asyncio.to_thread(load_questions, config)
     if not examples:
@@ -245,87 +204,91 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
         max_tokens=config.max_tokens or PAPER_MAX_TOKENS[config.dataset],
         temperature=config.temperature,
         seed=config.seed,
-        stop=STOP_SEQUENCES,
+        stop=prompts.stop,
         timeout_seconds=config.timeout_seconds,
     )
+    if cache_control(config)["method"] != "restart":
+        logger.warning("caches are not controlled: %s", cache_control(config)["note"])
+    recorded = RecordedRows()
+    earlier: dict[str, Any] | None = None
+    if config.resume and config.out is not None:
+        earlier = recorded.load_results(config.out)
+        recorded.load_progress(checkpoint_path(config.out))
+    checkpoint = Checkpoint(checkpoint_path(config.out) if config.out else None)
+    if not config.resume:
+        checkpoint.discard()
     runs: list[ModeRun] = []
-    async with edge_services(config) as addresses, contextlib.AsyncExitStack() as stack:
-        stubs = {
-            label: edge_pb2_grpc.EdgeServiceStub(await stack.enter_async_context(grpc.aio.insecure_channel(address)))
-            for label, address in addresses.items()
-        }
-        models = await servers_info(addresses)
-        fingerprint = run_fingerprint(config, settings, examples, models)
-        if config.warm_up:  # so that the first measured mode pays no connection set-up, on every edge
-            for stub in stubs.values():
-                await run_mode(
-                    stub,
-                    ModeSpec("gkt", 1),
-                    examples[:1],
-                    dataset=config.dataset,
-                    prompts=prompts,
-                    settings=replace(settings, max_tokens=1),
-                    concurrency=1,
-                    progress=False,
-                )
-        first = next(iter(stubs.values()))
-        checkpoint = Checkpoint(checkpoint_path(config.out) if config.out else None, fingerprint)
-        recorded = checkpoint.load() if config.resume else {}
-        if not config.resume:
-            checkpoint.discard()
-        resumed: list[str] = []
+    resumed: list[str] = []
+    fingerprints: dict[str, dict[str, Any]] = {}
+    async with bench_services(config) as services:
+        models = await servers_info(services.addresses)
+        measurer = ModeMeasurer(config, services, prompts, examples, settings)
+        await measurer.warm(list(services.addresses))  # also: the first measured mode pays no connection set-up
         for spec in config.mode_specs():
-            earlier = checkpoint.resumed(spec, recorded)
-            if earlier is not None:
-                logger.info("%s: %d answers recorded by the interrupted run, not run again", spec.key, len(examples))
-                runs.append(earlier)
+            fingerprint = row_fingerprint(config, settings, examples, models, spec)
+            fingerprints[spec.key] = fingerprint
+            reused = recorded.find(spec, fingerprint)
+            if reused is not None:
+                logger.info("%s: reusing the row recorded earlier with the same settings", spec.key)
+                runs.append(reused)
                 resumed.append(spec.key)
                 continue
-            run = await run_mode(
-                stubs[spec.student] if spec.mode != "teacher" else first,
-                spec,
-                examples,
-                dataset=config.dataset,
-                prompts=prompts,
-                settings=settings,
-                concurrency=config.concurrency,
-                progress=config.progress,
-            )
-            checkpoint.save(run)
+            run = await measurer.measure(spec)
+            checkpoint.save(run, fingerprint)
             runs.append(run)
+        addresses = dict(services.addresses)
     prices = EdgeSettings().prices()  # the edge's price settings (GKT_EDGE_*_PRICE_*), as its cost metrics use
-    document = metadata(config, prices, len(examples), len(prompts.exemplars), addresses)
+    document = metadata(config, prices, len(examples), prompts, addresses)
     document["models"] = models
-    # Rows measured by an earlier, interrupted process: their speeds come from other engine instances.
+    # Rows measured by an earlier process: their speeds come from other engine instances.
     document["resumed_modes"] = resumed
-    document["prompt_prefix_chars"] = len(prompts.prefix)
+    document["prompt_prefix_chars"] = len(prompts.shared_prefix)
     document["results"] = build_results(runs, prices)
+    for key, row in document["results"].items():
+        row["fingerprint"] = fingerprints[key]
     document["policy_comparison"] = policy_comparison(document["results"])
+    this_run = {
+        "date": document["date"],
+        "wall_seconds": time.perf_counter() - session_started,
+        "restart_seconds": sum(run.restart_seconds for run in runs if run.spec.key not in resumed),
+        "modes_measured": [run.spec.key for run in runs if run.spec.key not in resumed],
+        "modes_reused": resumed,
+    }
+    document["run_wall_seconds"] = this_run["wall_seconds"]
+    # Every session that measured rows of these results, this one last (a resumed run inherits the earlier list).
+    document["runs"] = [*(earlier.get("runs", []) if earlier and resumed else []), this_run]
     if config.out is not None:
         await asyncio.to_thread(write_outputs, document, runs, config.out, config.plots_dir)
     checkpoint.discard()
     return document
 
 
-def run_fingerprint(
-    config: BenchConfig, settings: RequestSettings, examples: Sequence[Example], models: dict[str, Any]
+def row_fingerprint(
+    config: BenchConfig, settings: RequestSettings, examples: Sequence[Example], models: dict[str, Any], spec: ModeSpec
 ) -> dict[str, Any]:
-    """What must be the same for a recorded row to be reused: the questions, the request settings, each policy and
-    the models (with the hardware and threads they ran on)."""
+    """What must be the same for a recorded row to be reused in this run: the row's own mode, K, policy settings,
+    the models it used (with the hardware and threads they ran on), the questions, the request settings (budgets,
+    sampling, stop), the workload, the concurrency and how the caches were controlled."""
+    teacher, student = uses(spec)
     return {
+        "mode": spec.mode,
+        "guidance_tokens": spec.guidance_tokens,
+        "policy": MessageToDict(spec.policy.policy, preserving_proto_field_name=True) if spec.mode == "gkt" else None,
+        "teacher": models["teacher"] if teacher else None,
+        "student": models["students"].get(spec.student or "") if student else None,
         "dataset": config.dataset,
+        "workload": config.workload,
         "questions": [example.id for example in examples],
-        "settings": asdict(settings),
+        "settings": json.loads(json.dumps(asdict(settings))),
         "concurrency": config.concurrency,
-        "policies": {p.name: MessageToDict(p.policy, preserving_proto_field_name=True) for p in config.policies},
-        "teacher": models["teacher"],
-        "students": models["students"],
+        "cache_control": cache_control(config)["method"],
     }
 
 
-def load_questions(config: BenchConfig) -> tuple[FewShotPrompts, list[Example]]:
-    """The dataset's few-shot prompts and its evaluation questions (the exemplars left out)."""
-    prompts = few_shot_prompts(config.dataset)
+def load_questions(config: BenchConfig) -> tuple[Prompts, list[Example]]:
+    """The workload's prompts and the dataset's evaluation questions (the few-shot exemplars left out, in both
+    workloads, so that both ask the same questions)."""
+    prompts = workload_prompts(config.dataset, config.workload)
     examples = load_examples(config.dataset, config.data, exclude=prompts.exemplar_questions(), limit=config.limit)
     return prompts, examples
 
@@ -384,6 +347,13 @@ def parser() -> argparse.ArgumentParser:
         prog="gkt bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--dataset", choices=DATASETS, default="csqa", help="default %(default)s")
+    p.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default="fewshot",
+        help="fewshot: the paper's raw few-shot prompts; chat: the same questions as zero-shot chat messages with a "
+        "system prompt, through each model's chat template (default %(default)s)",
+    )
     p.add_argument("--data", type=Path, help="a JSONL file in the dataset's layout (default: the bundled dev file)")
     p.add_argument("--limit", type=_positive_int, help="the first N questions only (default: all)")
     p.add_argument(
@@ -396,7 +366,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-tokens",
         type=_positive_int,
-        help="tokens of the whole answer, guidance included, for every mode (default: 340 gsm8k, 130 csqa)",
+        help="tokens of the whole answer, guidance included, for every mode (default few-shot: 340 gsm8k, 130 "
+        f"csqa; chat: {CHAT_MAX_TOKENS['gsm8k']} gsm8k, {CHAT_MAX_TOKENS['csqa']} csqa)",
     )
     p.add_argument(
         "--modes", type=_modes, default=MODE_NAMES, metavar="M1,M2", help="of teacher,student,gkt (default: all)"
@@ -412,6 +383,20 @@ def parser() -> argparse.ArgumentParser:
         help="teacher engine when the bench starts the services (default %(default)s)",
     )
     p.add_argument("--teacher-model", help="the launched teacher's --model (default: its default, a catalog name)")
+    p.add_argument(
+        "--no-restart",
+        dest="restart_between_modes",
+        action="store_false",
+        help="keep the launched services running from one mode to the next (quicker, but each mode then finds the "
+        "earlier modes' questions in the caches, which favours the later modes; default: restart the tiers an "
+        "earlier mode used, then warm them on a question that is not evaluated)",
+    )
+    p.add_argument(
+        "--teacher-pid",
+        type=_positive_int,
+        help="with --edge: the running teacher's process id, to measure its CPU seconds per mode (launched "
+        "services are measured anyway)",
+    )
     p.add_argument(
         "--students",
         type=_names,
@@ -439,8 +424,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="reuse the rows an interrupted run recorded in <out stem>.progress.jsonl (same questions, settings "
-        "and models) and run only the rest; without it that file is started afresh",
+        help="reuse rows recorded earlier whose own settings match (mode, K, policy, models, questions, budgets, "
+        "workload, concurrency, cache control): those an interrupted run wrote to <out stem>.progress.jsonl and "
+        "those of the complete results at --out; run only the rest. Without it the progress file starts afresh",
     )
     return p
 
@@ -449,6 +435,7 @@ def config_from_args(argv: Sequence[str]) -> BenchConfig:
     args = parser().parse_args(argv)
     return BenchConfig(
         dataset=args.dataset,
+        workload=args.workload,
         data=args.data,
         limit=args.limit,
         guidance_tokens=args.guidance_tokens,
@@ -462,11 +449,14 @@ def config_from_args(argv: Sequence[str]) -> BenchConfig:
         teacher_model=args.teacher_model,
         students=args.students,
         policies=tuple(args.policies or (FIXED,)),
-        out=args.out or RESULTS_DIR / f"{args.dataset}.json",
+        out=args.out
+        or RESULTS_DIR / (f"{args.dataset}.json" if args.workload == "fewshot" else f"{args.dataset}_chat.json"),
         plots_dir=args.plots_dir,
         timeout_seconds=args.timeout,
         progress=not args.no_progress,
         resume=args.resume,
+        restart_between_modes=args.restart_between_modes,
+        teacher_pid=args.teacher_pid,
     )
 
 
@@ -479,12 +469,18 @@ def bench_main(argv: Sequence[str]) -> int:
         sys.stderr.write(f"gkt bench: {error}\n")
         return 1
     out = sys.stdout
+    if document["cache_control"]["method"] != "restart":
+        out.write(f"\nWARNING: caches {document['cache_control']['note']}.\n")
     out.write("\n" + markdown_table(document) + "\n")
     if table := policy_table(document):
         out.write(table + "\n")
     failed = {key: row["failed"] for key, row in document["results"].items() if row["failed"]}
     if failed:
         out.write(f"RPC failures (counted as wrong): {failed}; see the answers file for the errors\n")
+    out.write(
+        f"run wall time {document['run_wall_seconds']:.0f} s "
+        f"(restarts and warm-ups {document['runs'][-1]['restart_seconds']:.0f} s)\n"
+    )
     out.write(f"wrote {config.out}\n")
     for path in [document["files"]["answers"], *document["files"]["plots"]]:
         out.write(f"wrote {path}\n")

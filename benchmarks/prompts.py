@@ -1,12 +1,17 @@
-"""The paper's few-shot chain-of-thought prompts: 8 GSM8K exemplars, 7 CSQA exemplars, `Q: ...\\nA:` style."""
+"""The benchmark's two workloads: the paper's few-shot chain-of-thought prompts (8 GSM8K exemplars, 7 CSQA
+exemplars, `Q: ...\\nA:` style) and zero-shot chat messages with a system prompt."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from benchmarks.datasets import DEFAULT_FILES, GSM8K_TRAIN_FILE, Dataset, Example, load_examples
+
+Workload = Literal["fewshot", "chat"]
+WORKLOADS: tuple[Workload, ...] = ("fewshot", "chat")
 
 # Every answer ends where the model starts the next question, or leaves a blank line (exemplars are separated by one).
 STOP_SEQUENCES: tuple[str, ...] = ("\nQ:", "\n\n")
@@ -59,21 +64,106 @@ def csqa_exemplar(example: Example, rationale: str) -> str:
 
 
 @dataclass(frozen=True)
+class QuestionInput:
+    """What one request carries: a raw completion prompt (few-shot), or a system prompt and one user message (chat,
+    which each tier renders with its own model's chat template)."""
+
+    prompt: str | None = None
+    system_prompt: str = ""
+    user: str | None = None
+
+
+@dataclass(frozen=True)
 class FewShotPrompts:
     """The few-shot prefix of one dataset and the exemplars it uses (to be kept out of the evaluation set)."""
 
     dataset: Dataset
     exemplars: tuple[Example, ...]
     prefix: str
+    workload: Workload = "fewshot"
+    stop: tuple[str, ...] = STOP_SEQUENCES
 
     def build(self, example: Example) -> str:
         """Prefix + `Q: <question>\\nA:`: the raw completion prompt both tiers receive; the answer follows `A:`."""
         question = gsm8k_question(example) if self.dataset == "gsm8k" else csqa_question(example)
         return f"{self.prefix}{EXEMPLAR_SEPARATOR}{question}"
 
+    def question_input(self, example: Example) -> QuestionInput:
+        return QuestionInput(prompt=self.build(example))
+
+    @property
+    def shared_prefix(self) -> str:
+        """The text every question's request starts with (what a warm cache holds)."""
+        return self.prefix
+
+    @property
+    def shots(self) -> int:
+        return len(self.exemplars)
+
     def exemplar_questions(self) -> list[str]:
         """The exemplars' questions (an evaluation file may contain them: they are skipped)."""
         return [e.question for e in self.exemplars]
+
+
+# The chat workload's system prompts: step-by-step reasoning in prose (asked for no more, the Qwen2.5-Coder models
+# write a Python program and invent its output), ending in the phrase `benchmarks.answers` reads.
+CHAT_SYSTEM_PROMPTS: dict[Dataset, str] = {
+    "gsm8k": (
+        "You are a careful math tutor. Solve the problem step by step in plain English sentences, doing the "
+        "arithmetic in the text. Do not write code or programs. Finish with a last line of the form "
+        f'"{GSM8K_ANSWER_PHRASE} N." where N is the final number alone.'
+    ),
+    "csqa": (
+        "You answer multiple-choice questions. Reason step by step in a few plain English sentences. Do not write "
+        f'code. Finish with a last line of the form "{CSQA_ANSWER_PHRASE} (X)." where X is the letter of the best '
+        "choice."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ChatPrompts:
+    """Zero-shot chat: the dataset's system prompt and the question as the one user message; no stop sequences
+    (each model's chat template ends the answer with its own end-of-turn token). `exemplars` are the few-shot
+    workload's, kept out of the evaluation set here too, so both workloads ask the same questions."""
+
+    dataset: Dataset
+    exemplars: tuple[Example, ...]
+    system_prompt: str
+    workload: Workload = "chat"
+    stop: tuple[str, ...] = ()
+
+    def build(self, example: Example) -> str:
+        """The user message: the question (CSQA: with its answer choices)."""
+        if self.dataset == "gsm8k":
+            return example.question
+        options = " ".join(f"({label}) {text}" for label, text in example.choices)
+        return f"{example.question}\nAnswer Choices: {options}"
+
+    def question_input(self, example: Example) -> QuestionInput:
+        return QuestionInput(system_prompt=self.system_prompt, user=self.build(example))
+
+    @property
+    def shared_prefix(self) -> str:
+        return self.system_prompt
+
+    @property
+    def shots(self) -> int:
+        return 0
+
+    def exemplar_questions(self) -> list[str]:
+        return [e.question for e in self.exemplars]
+
+
+Prompts = FewShotPrompts | ChatPrompts
+
+
+def workload_prompts(dataset: Dataset, workload: Workload) -> Prompts:
+    """The prompts of one dataset in one workload."""
+    few_shot = few_shot_prompts(dataset)
+    if workload == "fewshot":
+        return few_shot
+    return ChatPrompts(dataset, few_shot.exemplars, CHAT_SYSTEM_PROMPTS[dataset])
 
 
 def few_shot_prompts(dataset: Dataset, exemplar_file: Path | None = None) -> FewShotPrompts:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from benchmarks.answers import judge
 from benchmarks.datasets import Dataset, Example
-from benchmarks.prompts import FewShotPrompts
+from benchmarks.prompts import Prompts, QuestionInput
 from shared.protocol.convert import degraded_reason_name, finish_reason_name, guidance_end_name, mode_name_to_pb
 from shared.protocol.domain import ModeName
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc
@@ -135,16 +135,29 @@ class ModeRun:
     spec: ModeSpec
     records: list[AnswerRecord]
     wall_seconds: float
+    # CPU seconds the teacher's and the edge's process trees used during the pass (None: not measured, e.g. a
+    # service the bench did not start and was not told the process of).
+    teacher_cpu_seconds: float | None = None
+    edge_cpu_seconds: float | None = None
+    # Restarting and warming the services before the pass, to give it a clean cache (not in `wall_seconds`).
+    restart_seconds: float = 0.0
 
 
-def build_request(spec: ModeSpec, prompt: str, settings: RequestSettings) -> edge_pb2.GenerateRequest:
-    """A raw completion-style request; K is set in GKT mode only."""
+def build_request(spec: ModeSpec, question: QuestionInput | str, settings: RequestSettings) -> edge_pb2.GenerateRequest:
+    """A raw completion-style request (a few-shot prompt) or a chat request (system prompt and one user message);
+    K is set in GKT mode only."""
+    if isinstance(question, str):
+        question = QuestionInput(prompt=question)
     request = edge_pb2.GenerateRequest(
-        prompt=prompt,
+        system_prompt=question.system_prompt,
         mode=mode_name_to_pb(spec.mode),
         max_tokens=settings.max_tokens,
         sampling=common_pb2.Sampling(temperature=settings.temperature, seed=settings.seed, stop=list(settings.stop)),
     )
+    if question.prompt is not None:
+        request.prompt = question.prompt
+    else:
+        request.conversation.messages.add(role="user", content=question.user or "")
     if spec.mode == "gkt":
         request.guidance_tokens = spec.guidance_tokens or 0
         request.guidance_policy.CopyFrom(spec.policy.policy)
@@ -157,7 +170,7 @@ async def answer_one(
     index: int,
     example: Example,
     dataset: Dataset,
-    prompts: FewShotPrompts,
+    prompts: Prompts,
     settings: RequestSettings,
 ) -> AnswerRecord:
     """One question; an RPC error is recorded as a failure (never retried, never hidden)."""
@@ -165,7 +178,7 @@ async def answer_one(
     started = time.perf_counter()
     try:
         response = await stub.Generate(
-            build_request(spec, prompts.build(example), settings), timeout=settings.timeout_seconds
+            build_request(spec, prompts.question_input(example), settings), timeout=settings.timeout_seconds
         )
     except grpc.aio.AioRpcError as error:
         record.latency_seconds = time.perf_counter() - started
@@ -190,7 +203,7 @@ async def run_mode(
     examples: Sequence[Example],
     *,
     dataset: Dataset,
-    prompts: FewShotPrompts,
+    prompts: Prompts,
     settings: RequestSettings,
     concurrency: int,
     progress: bool = True,

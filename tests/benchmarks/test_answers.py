@@ -123,3 +123,53 @@ def test_unparsed_answers_count_as_wrong_never_as_a_guess() -> None:
     assert judge("csqa", " So the answer is (A).", csqa).outcome == "wrong"
     assert judge("csqa", " I am not sure.", csqa) == judge("csqa", "", csqa)
     assert judge("csqa", " I am not sure.", csqa).outcome == "unparsed"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Chat models state the result in LaTeX, after the answer phrase or alone.
+        ("She has 9 * 2 = 18 dollars.\n\nThe answer is \\(\\boxed{18}\\).", "18"),
+        ("Total: $1,200.\n\nThe answer is $\\boxed{1,200}$", "1200"),
+        ("So she pays \\[\\boxed{\\$45}\\]", "45"),
+        ("\\boxed{1{,}500}", "1500"),
+        ("The answer is \\boxed{72 \\text{ clips}}.", "72"),
+        ("\\boxed{-3}", "-3"),
+        # The last marker counts, boxed or not.
+        ("The answer is 5. On second thought, \\boxed{6}", "6"),
+        ("First \\boxed{5}; so the answer is 7.", "7"),
+    ],
+)
+def test_gsm8k_boxed_answers(text: str, expected: str) -> None:
+    assert extract_gsm8k(text) == Decimal(expected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The answer is \\(\\boxed{18",  # cut off by the token limit inside the box: nothing stated
+        "The answer is \\(\\boxed{\\frac{3}{4}}\\)",  # a fraction is not read as 3
+        "\\boxed{}",
+        "\\boxed{x + 1}",
+    ],
+)
+def test_gsm8k_incomplete_or_non_numeric_boxes_are_unparsed(text: str) -> None:
+    assert extract_gsm8k(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Fruit is sold at a fruit stand.\n\nSo the answer is \\(\\boxed{B}\\).", "B"),
+        ("\\boxed{(d)}", "D"),
+        ("The answer is \\boxed{\\text{E}}", "E"),
+        ("\\boxed{\\text{fruit stand}}", "B"),
+    ],
+)
+def test_csqa_boxed_answers(text: str, expected: str) -> None:
+    assert extract_csqa(text, CHOICES) == expected
+
+
+@pytest.mark.parametrize("text", ["\\boxed{F}", "\\boxed{B fruit stand}", "So the answer is \\boxed{(B"])
+def test_csqa_boxes_without_an_option_are_unparsed(text: str) -> None:
+    assert extract_csqa(text, CHOICES) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,15 +21,20 @@ def record(outcome: str, **usage: int) -> AnswerRecord:
     return answer
 
 
+def numbered(records: list[AnswerRecord]) -> list[AnswerRecord]:
+    """Copies of the records as the answers to questions q0, q1, ... (runs are paired by question)."""
+    return [replace(r, index=i, example_id=f"q{i}", usage=dict(r.usage)) for i, r in enumerate(records)]
+
+
 def runs() -> list[ModeRun]:
     teacher = record("correct", teacher_prompt_tokens=500, teacher_completion_tokens=100)
     student = record("correct", student_prompt_tokens=520, student_completion_tokens=110)
     gkt = record("correct", teacher_prompt_tokens=500, teacher_completion_tokens=30, student_prompt_tokens=550)
     gkt.usage["student_completion_tokens"] = 80
     return [
-        ModeRun(ModeSpec("teacher"), [teacher, teacher, record("wrong", teacher_prompt_tokens=500)], 30.0),
-        ModeRun(ModeSpec("student"), [student, record("unparsed"), record("failed")], 10.0),
-        ModeRun(ModeSpec("gkt", 30), [gkt, gkt, record("unparsed")], 15.0),
+        ModeRun(ModeSpec("teacher"), numbered([teacher, teacher, record("wrong", teacher_prompt_tokens=500)]), 30.0),
+        ModeRun(ModeSpec("student"), numbered([student, record("unparsed"), record("failed")]), 10.0),
+        ModeRun(ModeSpec("gkt", 30), numbered([gkt, gkt, record("unparsed")]), 15.0),
     ]
 
 
@@ -52,6 +58,7 @@ def test_ratios_against_the_teacher_and_student_of_the_same_run() -> None:
     assert student["speedup_vs_teacher"] == pytest.approx(3.0)
     assert gkt["accuracy_ratio_vs_teacher"] == pytest.approx(1.0)
     assert gkt["accuracy_delta_vs_student"] == pytest.approx(1 / 3)
+    assert teacher["accuracy_delta_vs_student"] is None  # the teacher row is not one of the student's
     assert gkt["requests_per_second"] == pytest.approx(3 / 15)
     assert gkt["tokens"]["teacher_completion_tokens"] == 60 and gkt["tokens"]["student_completion_tokens"] == 160
 
@@ -137,14 +144,79 @@ def document() -> dict[str, object]:
     }
 
 
-def test_markdown_table_has_one_row_per_setting() -> None:
+def test_markdown_tables_have_one_row_per_setting_with_intervals_and_tests() -> None:
     table = markdown_table(document())
-    rows = [line for line in table.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| Setting | Accuracy |")
-    assert [row.split(" | ")[0] for row in rows[1:]] == ["| Teacher only", "| Student only", "| GKT (K=30)"]
-    assert "| 66.67 % | +33.33 pp | 1.00 | 2.00x |" in rows[3]
-    assert "| 1/3 | 1 | 0 |" in rows[2]
-    assert table.rstrip().endswith("Teacher: T. student: S.")
+    tables = [block for block in table.split("\n\n") if block.startswith("| Setting")]
+    assert len(tables) == 3  # accuracy, speed and cost, teacher compute
+    for block in tables:
+        rows = block.splitlines()[2:]
+        assert [row.split(" | ")[0] for row in rows] == ["| Teacher only", "| Student only", "| GKT (K=30)"]
+    accuracy_rows = tables[0].splitlines()
+    assert accuracy_rows[0].startswith("| Setting | Accuracy [95 % CI] |")
+    # GKT: 2/3 right, Wilson [20.8, 93.9]; one question right only in the teacher-only row and none the other way
+    # (+0/-0: q2 is wrong in both), so McNemar p = 1; against the student +1/-0.
+    assert "| GKT (K=30) | 66.7 % [20.8, 93.9] | +33.3 pp | +0/-0, p=1 | +1/-0, p=1 |" in accuracy_rows[4]
+    assert "| 1/3 | 1 | 0 |" in accuracy_rows[3]
+    speed_rows = tables[1].splitlines()
+    assert speed_rows[4].startswith("| GKT (K=30) | 2.00x [")
+    assert "Caches: not recorded" in table
+    assert "Teacher: T. student: S." in table
+
+
+def test_paired_tests_and_agreement_on_the_same_questions() -> None:
+    def run(spec: ModeSpec, outcomes: str, extracted: str) -> ModeRun:
+        records = [
+            record({"1": "correct", "0": "wrong", "u": "unparsed", "f": "failed"}[o], teacher_completion_tokens=1)
+            for o in outcomes
+        ]
+        for r, answer in zip(records, extracted, strict=True):
+            r.extracted = None if answer == "-" else answer
+        return ModeRun(spec, numbered(records), 1.0)
+
+    teacher = run(ModeSpec("teacher"), "1111111110", "AAAAAAAAAB")
+    student = run(ModeSpec("student"), "0000000000", "BBBBBBBBBA")
+    gkt = run(ModeSpec("gkt", 5), "111111110u", "AAAAAAAAB-")
+    # Questions in another order pair by id, not by position.
+    gkt.records.reverse()
+    results = build_results([teacher, student, gkt], PRICES)
+    row = results["gkt@5"]
+    assert row["vs_teacher"] == {"n": 10, "better": 0, "worse": 1, "p_value": 1.0, "significant": False}
+    assert row["vs_student"]["better"] == 8 and row["vs_student"]["worse"] == 0
+    assert row["vs_student"]["p_value"] == pytest.approx(2 / 2**8) and row["vs_student"]["significant"]
+    # Same extracted answer as teacher-only on 8 of 10 (q8: B vs A; q9: unparsed vs B).
+    assert row["agreement_with_teacher"]["agree"] == 8 and row["agreement_with_teacher"]["rate"] == 0.8
+    assert row["agreement_with_teacher"]["ci"] == pytest.approx([0.4902, 0.9433], abs=1e-4)
+    assert results["student"]["vs_student"] is None and results["teacher"]["vs_teacher"] is None
+    assert results["teacher"]["agreement_with_teacher"]["rate"] == 1.0
+    assert row["accuracy_ci"] == pytest.approx([0.4902, 0.9433], abs=1e-4)  # Wilson 8/10
+
+
+def test_ratio_intervals_are_paired_bootstraps_over_questions() -> None:
+    results = build_results(runs(), PRICES)
+    gkt = results["gkt@30"]
+    for field in ("cost_ratio_vs_teacher", "cost_list_price_ratio_vs_teacher"):
+        low, high = gkt[f"{field}_ci"]
+        assert low <= gkt[field] <= high, field
+    # Every teacher-only answer took 1 s, every GKT answer 1 s: the latency-sum ratio is 1 in every resample, so
+    # the speed-up's interval collapses on the wall-time ratio.
+    assert gkt["speedup_vs_teacher_ci"] == pytest.approx([2.0, 2.0])
+    assert results["teacher"]["speedup_vs_teacher_ci"] is None
+
+
+def test_teacher_cpu_gives_the_compute_ratio_and_capacity() -> None:
+    run = runs()
+    run[0].teacher_cpu_seconds, run[1].teacher_cpu_seconds, run[2].teacher_cpu_seconds = 40.0, 0.5, 10.0
+    results = build_results(run, PRICES)
+    assert results["gkt@30"]["teacher_cpu_ratio_vs_teacher"] == pytest.approx(0.25)
+    assert results["gkt@30"]["teacher_capacity_vs_teacher"] == pytest.approx(4.0)
+    assert results["teacher"]["teacher_capacity_vs_teacher"] == pytest.approx(1.0)
+    # The student-only row's teacher was idle: its CPU ratio is reported, a capacity would be meaningless.
+    assert results["student"]["teacher_cpu_ratio_vs_teacher"] == pytest.approx(0.5 / 40)
+    assert results["student"]["teacher_capacity_vs_teacher"] is None
+    assert results["gkt@30"]["teacher_generated_tokens_per_answer"] == pytest.approx(20.0)
+    assert results["gkt@30"]["teacher_uncached_prompt_tokens_per_answer"] == pytest.approx(1000 / 3)
+    unmeasured = build_results(runs(), PRICES)["gkt@30"]
+    assert unmeasured["teacher_cpu_ratio_vs_teacher"] is None and unmeasured["teacher_capacity_vs_teacher"] is None
 
 
 def test_adaptive_policies_are_compared_with_the_best_fixed_k_of_their_student() -> None:
