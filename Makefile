@@ -33,7 +33,7 @@ FAST_TESTS := tests/test_layout.py tests/scripts tests/shared/test_text_stream.p
 	tests/cloud_teacher/test_hf_conversion.py tests/benchmarks/test_answers.py tests/benchmarks/test_prompts.py \
 	tests/benchmarks/test_report.py tests/benchmarks/test_edge_throughput.py tests/benchmarks/test_stats.py \
 	tests/benchmarks/test_process_cpu.py tests/benchmarks/test_bench_plan.py \
-	tests/cloud_teacher/test_acceptance.py tests/shared/test_verification_protocol.py
+	tests/cloud_teacher/test_acceptance.py tests/shared/test_verification_protocol.py tests/shared/test_interceptors.py
 
 test-fast: install  ## the pure-logic tests only (seconds, no models)
 	$(PY) -m pytest $(FAST_TESTS) -m "not needs_models"

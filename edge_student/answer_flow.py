@@ -30,6 +30,7 @@ from edge_student.circuit_breaker import CircuitBreaker
 from edge_student.guidance_policy import UncertaintyWatch, student_agrees
 from edge_student.teacher_client import TeacherClient, TeacherUnavailableError
 from shared.llama.engine import BatchedLlamaEngine, EngineSequence, SamplingParams, SequenceResult
+from shared.llama.text_stream import TextStream
 from shared.prompt_formats import PromptFormat, RenderedPrompt
 from shared.protocol.domain import (
     Answer,
@@ -202,6 +203,9 @@ class AnswerFlow:
         joiner = _GuidanceJoiner(rendered)
         call = _TeacherCall()
         part = progress.budget.text()  # K is at most max_tokens, but K teacher tokens may be more student tokens
+        # The answer's stop sequences apply to the guidance too (the teacher's own prompt format may not know the
+        # student's): text that could begin one is held back until it is known not to.
+        guard = TextStream(rendered.stop + params.sampling.stop)
         stream = self._stream(params, params.input, params.guidance_tokens, call, deadline, progress)
 
         def agreed() -> bool:
@@ -215,14 +219,22 @@ class AnswerFlow:
                     call.finished_at = time.monotonic()
                     progress.end = "student_agreed"
                     return
-                kept = part.take(item)
-                if kept:
-                    sequence.append_text(joiner.for_student(kept))
-                    progress.guidance_text += kept
-                    yield AnswerDelta(kept, "guidance")
+                released = guard.push(part.take(item).encode())
+                if released:
+                    sequence.append_text(joiner.for_student(released))
+                    progress.guidance_text += released
+                    yield AnswerDelta(released, "guidance")
+                if guard.stopped:  # a stop sequence inside the guidance ends the answer before it
+                    call.finished_at = time.monotonic()
+                    progress.end = "teacher_finished"
+                    return
                 if part.cut:  # the guidance alone reached max_tokens: the teacher's request is stopped
                     call.finished_at = time.monotonic()
                     break
+        if tail := guard.flush():
+            sequence.append_text(joiner.for_student(tail))
+            progress.guidance_text += tail
+            yield AnswerDelta(tail, "guidance")
         progress.failure, progress.end = call.failure, self._end_of(call)
 
     @staticmethod

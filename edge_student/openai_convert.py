@@ -116,9 +116,19 @@ def _on_wire(error: InvalidArgumentError, names: Mapping[str, str]) -> InvalidAr
     return error if name == error.field else InvalidArgumentError(name, error.problem)
 
 
+def _refuse_sampler_options(body: ChatCompletionRequest | CompletionRequest) -> None:
+    """Options that would change the answer and that the edge's samplers do not have: refused when set to anything
+    but their neutral value, never ignored (an app would get an answer it did not ask for)."""
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(body, name)
+        _refuse(name, value not in (None, 0.0), "penalties are not supported (0 or unset only)")
+    _refuse("logit_bias", bool(body.logit_bias), "logit biases are not supported (empty or unset only)")
+
+
 def chat_request(body: ChatCompletionRequest, settings: EdgeSettings) -> TranslatedRequest:
     """A chat completion request, validated as gRPC validates a conversation."""
     _refuse("n", body.n not in (None, 1), "only n=1 is supported: the edge writes one answer per request")
+    _refuse_sampler_options(body)
     _refuse("logprobs", bool(body.logprobs) or body.top_logprobs is not None, "log probabilities are not supported")
     _refuse("tools", bool(body.tools), "tool calls are not supported")
     _refuse(
@@ -138,7 +148,9 @@ def completion_request(body: CompletionRequest, settings: EdgeSettings) -> Trans
     """A text completion request: the prompt goes to both models as is, like gRPC's raw `prompt`."""
     _refuse("n", body.n not in (None, 1), "only n=1 is supported: the edge writes one answer per request")
     _refuse("best_of", body.best_of not in (None, 1), "only best_of=1 is supported")
+    # `logprobs: 0` still asks for the sampled tokens' log-probabilities: refused like any other number.
     _refuse("logprobs", body.logprobs is not None and body.logprobs is not False, "log probabilities are not supported")
+    _refuse_sampler_options(body)
     _refuse("echo", body.echo, "echoing the prompt is not supported")
     _refuse("suffix", bool(body.suffix), "a suffix (fill-in-the-middle) is not supported")
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt

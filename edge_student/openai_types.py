@@ -65,9 +65,13 @@ class _CommonRequest(BaseModel):
     stream: StrictBool = False
     stream_options: StreamOptions | None = Field(None, description="Only with `stream: true`.")
     gkt: GktOptions | None = None
-    # Declared to be refused when used: the edge writes one answer, without log probabilities.
+    # Declared to be refused when used: the edge writes one answer, without log probabilities, and its samplers
+    # have no penalties or biases (ignoring them would change the answer silently).
     logprobs: Any = None
     best_of: StrictInt | None = None
+    presence_penalty: StrictFloat | None = None
+    frequency_penalty: StrictFloat | None = None
+    logit_bias: dict[str, Any] | None = None
 
 
 class ChatCompletionRequest(_CommonRequest):

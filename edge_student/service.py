@@ -17,6 +17,7 @@ from shared.hardware import server_info
 from shared.metrics import Api, GktMetrics
 from shared.protocol.domain import Answer, AnswerEvent, GenerateParams, ServerInfo
 from shared.protocol.errors import NotReadyError
+from shared.server.request_context import outcome_counted
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class EdgeService:
     def finish(self, answer: Answer, *, api: Api) -> None:
         """Counts and logs a finished answer (both doors end here, so the metrics see every request)."""
         account_answer(self._metrics, answer, self._prices, api=api)
+        outcome_counted.set(True)
         usage, timings = answer.usage, answer.timings
         logger.info(
             "%s answer: teacher %d+%d tokens, student %d+%d tokens, %.2fs%s",

@@ -28,7 +28,7 @@ from edge_student.openai_types import FinishReason, GktDelta
 from edge_student.service import EdgeService
 from shared.protocol.domain import Answer, AnswerDelta, AnswerEvent
 from shared.protocol.errors import InvalidArgumentError
-from shared.server.request_context import REQUEST_ID_KEY, accept_request_id
+from shared.server.request_context import REQUEST_ID_KEY, accept_request_id, outcome_counted
 
 
 class OpenAIServing(abc.ABC):
@@ -128,7 +128,8 @@ class OpenAIServing(abc.ABC):
                 yield frame(chunk(choices=[], usage=usage_out(answer)))
             yield "data: [DONE]\n\n"
         except (asyncio.CancelledError, GeneratorExit):
-            self._errors.count_cancelled(self.path)  # the client went away mid-stream
+            if not outcome_counted.get():  # gone mid-stream; after its answer was counted, one outcome: the success
+                self._errors.count_cancelled(self.path)
             raise
         except Exception as error:  # the response has started: the error can only be reported in the stream
             yield f"data: {self._errors.body(error, self.path).model_dump_json()}\n\n"

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from shared.metrics import GktMetrics
 from shared.protocol.errors import InvalidArgumentError
 from shared.server.errors import report_failure
+from shared.server.request_context import outcome_counted
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 _check_decoded(request)
                 return await behavior(request, context)
             except asyncio.CancelledError:
-                self._metrics.count_error(method, grpc.StatusCode.CANCELLED.name, api="grpc")
+                if not outcome_counted.get():
+                    self._metrics.count_error(method, grpc.StatusCode.CANCELLED.name, api="grpc")
                 raise
             except grpc.aio.AbortError:
                 raise  # a status set by the handler itself (already sent)
@@ -99,7 +101,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 async for item in behavior(request, context):
                     yield item
             except asyncio.CancelledError:
-                self._metrics.count_error(method, grpc.StatusCode.CANCELLED.name, api="grpc")
+                if not outcome_counted.get():  # cancelled after its answer was counted: one outcome, the success
+                    self._metrics.count_error(method, grpc.StatusCode.CANCELLED.name, api="grpc")
                 raise
             except grpc.aio.AbortError:
                 raise

@@ -1,8 +1,10 @@
-"""Per-request metadata that travels between tiers: the request id (for logs) and the edge's mode (for metrics)."""
+"""Per-request metadata: the request id (for logs) and the edge's mode (for metrics), which travel between tiers, and
+whether this call's outcome was already counted."""
 
 from __future__ import annotations
 
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -12,6 +14,9 @@ from shared.server.logging_setup import request_id_var
 REQUEST_ID_KEY = "x-request-id"
 MODE_KEY = "x-gkt-mode"
 _MAX_ID_LENGTH = 64
+# Set once a call's answer has been counted as a success: a client that goes away while the last bytes are sent
+# must not be counted as cancelled as well (each gRPC call runs in its own task, so its own context).
+outcome_counted: ContextVar[bool] = ContextVar("outcome_counted", default=False)
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:

@@ -315,3 +315,15 @@ async def test_prompt_tokens_are_the_prompt_once_in_every_mode() -> None:
         counts.add(answer.usage.prompt_tokens)
         assert answer.usage.completion_tokens == len(answer.guidance_text.split()) + len(answer.student_text.split())
     assert counts == {3}
+
+
+async def test_a_stop_sequence_inside_the_guidance_ends_the_answer_there() -> None:
+    """The teacher's own format may not know the student's stop (`\\nQ:` of the paper's transcript): the guidance is
+    cut before it, none of it leaks (not even the `\\n` that could begin it), the student writes nothing."""
+    engine = FakeEngine()
+    teacher = ScriptedTeacherClient(deltas=[" It is 5.", "\n", "Q", ": And", " now?"])
+    deltas, answer = await collect(flow(teacher, engine), params(guidance_tokens=5))
+    assert "".join(d.text for d in deltas) == answer.text == " It is 5."
+    assert answer.finish_reason == "stop" and answer.student_text == ""
+    assert engine.sequences[0].cancelled
+    assert "".join(engine.sequences[0].appended) == " It is 5."

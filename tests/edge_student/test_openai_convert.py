@@ -124,6 +124,10 @@ def test_request_options() -> None:
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"seed": 2**64}, "seed"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream: true
+        ({"presence_penalty": 0.5}, "presence_penalty"),  # used to be ignored silently
+        ({"frequency_penalty": -1.0}, "frequency_penalty"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"logprobs": True}, "logprobs"),
     ],
 )
 def test_errors_name_the_field_as_the_caller_spelt_it(fields: dict[str, Any], field: str) -> None:
@@ -131,6 +135,17 @@ def test_errors_name_the_field_as_the_caller_spelt_it(fields: dict[str, Any], fi
         chat_request(chat(**fields), SETTINGS)
     assert caught.value.field == field
     assert str(caught.value).startswith(f"{field}:")
+
+
+def test_neutral_sampler_options_are_accepted_and_any_log_probabilities_refused() -> None:
+    """Accepted or refused consistently: neutral values change nothing; `logprobs: 0` on completions still asks for
+    the sampled tokens' log-probabilities, so it is refused like any other number."""
+    chat_request(chat(presence_penalty=0.0, frequency_penalty=0.0, logit_bias={}, logprobs=False), SETTINGS)
+    completion_request(CompletionRequest(prompt="one", presence_penalty=0.0, logit_bias={}), SETTINGS)
+    for fields in ({"logprobs": 0}, {"frequency_penalty": 0.3}, {"logit_bias": {"1": 5}}):
+        with pytest.raises(InvalidArgumentError) as caught:
+            completion_request(CompletionRequest(prompt="one", **fields), SETTINGS)
+        assert caught.value.field == next(iter(fields))
 
 
 def test_completion_takes_one_text_prompt() -> None:
