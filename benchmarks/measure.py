@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 # The untimed warm-up request of each mode: a few teacher tokens and a few student tokens are enough to put the
 # shared prefix into both tiers' caches.
 WARM_UP_GUIDANCE_TOKENS = 4
-WARM_UP_MAX_TOKENS = 4
+WARM_UP_MAX_TOKENS = 8  # the whole answer: the 4 tokens of guidance, then the student's (both tiers warm)
 
 
 def uses(spec: ModeSpec) -> tuple[bool, bool]:

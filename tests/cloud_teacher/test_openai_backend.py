@@ -153,7 +153,7 @@ async def test_control_token_text_never_reaches_the_server(
     openai_teacher: TeacherServer, field: str, guidance: teacher_pb2.GuidanceRequest
 ) -> None:
     """The server would parse these spellings into control tokens: the backend refuses them, naming the field."""
-    guidance.guidance_tokens = 2
+    guidance.max_tokens = 2
     async with grpc.aio.insecure_channel(f"127.0.0.1:{openai_teacher.port}") as channel:
         stub = teacher_pb2_grpc.TeacherServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -162,6 +162,6 @@ async def test_control_token_text_never_reaches_the_server(
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field in (caught.value.details() or "")
         # Angle brackets that spell no control token are ordinary text.
-        plain = teacher_pb2.GuidanceRequest(prompt="Q: Is 3 <4> 2?\nA:", guidance_tokens=2)
+        plain = teacher_pb2.GuidanceRequest(prompt="Q: Is 3 <4> 2?\nA:", max_tokens=2)
         fine = [chunk async for chunk in stub.StreamGuidance(plain)]
     assert fine[-1].HasField("done")

@@ -25,9 +25,7 @@ async def qwen_teacher() -> AsyncIterator[TeacherServer]:
 
 async def guidance(stub: teacher_pb2_grpc.TeacherServiceStub, prompt: str, k: int) -> str:
     text = ""
-    async for chunk in stub.StreamGuidance(
-        teacher_pb2.GuidanceRequest(prompt=prompt, guidance_tokens=k, sampling=GREEDY)
-    ):
+    async for chunk in stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt=prompt, max_tokens=k, sampling=GREEDY)):
         text += chunk.delta.text
     return text
 
@@ -149,7 +147,7 @@ async def test_a_chat_answer_is_verified_as_an_assistant_prefill(qwen_teacher: T
     conversation = common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content="Name a red fruit.")])
     async with grpc.aio.insecure_channel(f"127.0.0.1:{qwen_teacher.port}") as channel:
         stub = teacher_pb2_grpc.TeacherServiceStub(channel)
-        request = teacher_pb2.GuidanceRequest(conversation=conversation, guidance_tokens=6, sampling=GREEDY)
+        request = teacher_pb2.GuidanceRequest(conversation=conversation, max_tokens=6, sampling=GREEDY)
         own = "".join([chunk.delta.text async for chunk in stub.StreamGuidance(request)])
         response = await stub.Verify(
             teacher_pb2.VerifyRequest(

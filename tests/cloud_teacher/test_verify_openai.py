@@ -88,7 +88,7 @@ async def stubs(server_urls: dict[bool, str]) -> AsyncIterator[dict[bool, teache
 
 
 async def guidance(stub: teacher_pb2_grpc.TeacherServiceStub, k: int) -> str:
-    request = teacher_pb2.GuidanceRequest(prompt=PROMPT, guidance_tokens=k, sampling=GREEDY)
+    request = teacher_pb2.GuidanceRequest(prompt=PROMPT, max_tokens=k, sampling=GREEDY)
     return "".join([chunk.delta.text async for chunk in stub.StreamGuidance(request)])
 
 

@@ -47,7 +47,7 @@ def verify_request(draft: str, accepted: str = "", **fields: object) -> teacher_
 
 async def guidance(stub: teacher_pb2_grpc.TeacherServiceStub, k: int) -> str:
     text = ""
-    request = teacher_pb2.GuidanceRequest(prompt=PROMPT, guidance_tokens=k, sampling=GREEDY)
+    request = teacher_pb2.GuidanceRequest(prompt=PROMPT, max_tokens=k, sampling=GREEDY)
     async for chunk in stub.StreamGuidance(request):
         text += chunk.delta.text
     return text

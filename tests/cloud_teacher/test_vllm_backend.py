@@ -242,7 +242,7 @@ async def test_control_token_text_from_users_stays_plain_text(vllm_teacher: Teac
     assert smuggled in tokenizer.decode(evil)
     request = teacher_pb2.GuidanceRequest(
         conversation=common_pb2.Conversation(messages=[common_pb2.ChatMessage(role="user", content=smuggled)]),
-        guidance_tokens=1,
+        max_tokens=1,
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{vllm_teacher.port}") as channel:
         _, final = await stream_text(teacher_pb2_grpc.TeacherServiceStub(channel), request)

@@ -25,8 +25,8 @@ def early_stopped_request() -> edge_pb2.GenerateRequest:
     )
     return edge_pb2.GenerateRequest(
         prompt="Q: Name some words.\nA:",
-        guidance_tokens=50,
-        max_tokens=4,
+        guidance_tokens=30,
+        max_tokens=40,  # the whole answer: room for the floor of guidance and the student's words after it
         guidance_policy=policy,
         sampling=common_pb2.Sampling(temperature=0.0),
     )

@@ -125,7 +125,7 @@ async def test_teacher_text_is_cut_in_the_students_tokens_for_a_cross_tokenizer_
     the teacher-only answer and the guidance are cut at 12 student tokens."""
     prompt = GERMAN
     direct = ""
-    async for chunk in teacher_stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt=prompt, guidance_tokens=12)):
+    async for chunk in teacher_stub.StreamGuidance(teacher_pb2.GuidanceRequest(prompt=prompt, max_tokens=12)):
         direct += chunk.delta.text
     assert student_tokens(edge_server, direct) > 12, "the case needs teacher text longer in student tokens"
     for model in ("gkt-teacher", "gkt@12"):

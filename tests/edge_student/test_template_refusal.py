@@ -62,7 +62,7 @@ async def test_the_teachers_refusal_never_counts_against_it(edge_server: EdgeSer
         async with grpc.aio.insecure_channel(f"127.0.0.1:{teacher.port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 call = teacher_pb2_grpc.TeacherServiceStub(channel).StreamGuidance(
-                    teacher_pb2.GuidanceRequest(conversation=conversation("user", "user"), guidance_tokens=2)
+                    teacher_pb2.GuidanceRequest(conversation=conversation("user", "user"), max_tokens=2)
                 )
                 async for _ in call:
                     pass
