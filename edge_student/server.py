@@ -106,7 +106,10 @@ class EdgeServer(TierServer):
         engine = self.engine = await start_engine(s, s.model, self.metrics.observe_batch, on_failure=self.model_failed)
         self.metrics.track_engine(engine)
         student_format = select_prompt_format(
-            s.prompt_format, engine.model.metadata("tokenizer.chat_template"), s.chat_template_file
+            s.prompt_format,
+            engine.model.metadata("tokenizer.chat_template"),
+            s.chat_template_file,
+            max_prompt_chars=s.max_prompt_chars,
         )
         self.service.start(AnswerFlow(engine, self.teacher, student_format, self.breaker))
         logger.info("student %s loaded; teacher at %s", s.model, s.teacher_address)

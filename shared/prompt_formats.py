@@ -115,7 +115,12 @@ class ChatTemplateFormat:
     the template's markup is the only trusted text.
     """
 
-    def __init__(self, template: str, bos_token: str = "", eos_token: str = "") -> None:
+    def __init__(
+        self, template: str, bos_token: str = "", eos_token: str = "", *, max_rendered_chars: int | None = None
+    ) -> None:
+        # The template's markup around each message is not counted by the prompt limit: a bound on the rendered text
+        # keeps a conversation of many short messages (or a template that repeats them) from costing unbounded work.
+        self._max_rendered_chars = max_rendered_chars
         environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         environment.globals["raise_exception"] = _raise_exception
         self._template = environment.from_string(template)
@@ -150,6 +155,13 @@ class ChatTemplateFormat:
         except _TemplateRefusalError as refusal:
             # The input's fault, not the server's: INVALID_ARGUMENT, which an edge never counts against its teacher.
             raise InvalidArgumentError("messages", f"the model's chat template refuses them: {refusal}") from None
+        rendered_chars = len(_SENTINEL.sub("", text)) + sum(len(content) for content in contents) + len(prefill)
+        if self._max_rendered_chars is not None and rendered_chars > self._max_rendered_chars:
+            raise InvalidArgumentError(
+                "messages",
+                f"render to {rendered_chars} characters with the model's chat template; the limit is "
+                f"{self._max_rendered_chars}",
+            )
         pieces: list[PromptPiece] = []
         for index, part in enumerate(_SENTINEL.split(text)):
             if index % 2 == 0:
@@ -164,12 +176,22 @@ class ChatTemplateFormat:
 PromptFormatSetting = Literal["auto", "completion", "chat"]
 
 
+# A rendered chat prompt may be this many times the prompt limit (the template's markup on top of the contents).
+RENDERED_SIZE_FACTOR = 2
+
+
 def select_prompt_format(
-    setting: PromptFormatSetting, template: str | None, template_file: Path | None = None
+    setting: PromptFormatSetting,
+    template: str | None,
+    template_file: Path | None = None,
+    *,
+    max_prompt_chars: int | None = None,
 ) -> PromptFormat:
     """Every tier's and backend's choice: 'auto' uses the model's chat template when it has one, 'completion' the
     paper's Q/A transcript, 'chat' the template (an error when the model has none). `template_file`, when given,
-    replaces the model's own template (like vLLM's and llama.cpp's `--chat-template`)."""
+    replaces the model's own template (like vLLM's and llama.cpp's `--chat-template`). With `max_prompt_chars`, a
+    chat prompt that renders to more than `RENDERED_SIZE_FACTOR` times it is refused (INVALID_ARGUMENT on
+    `messages`)."""
     if template_file is not None:
         template = template_file.read_text()
     if setting == "completion" or (setting == "auto" and not template):
@@ -177,7 +199,8 @@ def select_prompt_format(
     if not template:
         raise ValueError("prompt_format is 'chat' but the model has no chat template; use 'auto' or 'completion'")
     try:
-        return ChatTemplateFormat(template)
+        limit = None if max_prompt_chars is None else RENDERED_SIZE_FACTOR * max_prompt_chars
+        return ChatTemplateFormat(template, max_rendered_chars=limit)
     except ValueError:
         if setting == "chat":
             raise

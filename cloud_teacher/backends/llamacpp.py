@@ -49,7 +49,10 @@ class LlamaCppBackend(TeacherBackend):
         )
         self._metrics.track_engine(self._engine)
         template = self._engine.model.metadata("tokenizer.chat_template")
-        self._format = select_prompt_format(self._settings.prompt_format, template, self._settings.chat_template_file)
+        s = self._settings
+        self._format = select_prompt_format(
+            s.prompt_format, template, s.chat_template_file, max_prompt_chars=s.max_prompt_chars
+        )
 
     async def generate(self, params: GuidanceParams) -> AsyncGenerator[GuidanceEvent, None]:
         if self._engine is None:

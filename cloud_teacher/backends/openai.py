@@ -63,7 +63,9 @@ class OpenAIBackend(TeacherBackend):
         self._model = settings.model or ""
         # Completion endpoints take text, and the remote model's chat template is not known here: 'auto' renders
         # chat messages in the paper's Q/A transcript, 'chat' is refused.
-        self._format = select_prompt_format(settings.prompt_format, None, settings.chat_template_file)
+        self._format = select_prompt_format(
+            settings.prompt_format, None, settings.chat_template_file, max_prompt_chars=settings.max_prompt_chars
+        )
         self._running = 0
 
     async def start(self) -> None:

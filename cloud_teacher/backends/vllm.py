@@ -129,7 +129,10 @@ class VllmBackend(TeacherBackend):
         self._tokenizer = self._engine.get_tokenizer()
         self._dtype = str(self._engine.model_config.dtype).removeprefix("torch.")
         self._format = select_prompt_format(
-            s.prompt_format, getattr(self._tokenizer, "chat_template", None), s.chat_template_file
+            s.prompt_format,
+            getattr(self._tokenizer, "chat_template", None),
+            s.chat_template_file,
+            max_prompt_chars=s.max_prompt_chars,
         )
         self._verifier = VllmVerifier(self._engine, self._tokenizer, self._format, self._max_model_len)
         # Warm-up before SERVING: the first request pays for graph/kernel set-up.

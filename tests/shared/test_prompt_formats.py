@@ -105,3 +105,15 @@ def test_a_template_file_replaces_the_models_own(tmp_path: Path) -> None:
     path.write_text(ALTERNATING_TEMPLATE)
     chosen = select_prompt_format("auto", None, path)
     assert chosen.render(PromptInput(messages=(ChatMessage("user", "hi"),))).text == "<|user|>hi\n<|assistant|>"
+
+
+def test_a_conversation_that_renders_past_the_limit_is_refused_naming_messages() -> None:
+    """Many short messages stay under the character limit of their contents, but the template's markup around each
+    one is real work: the rendered prompt is bounded too."""
+    chat = select_prompt_format("chat", CHATML, max_prompt_chars=100)
+    few = PromptInput(messages=(ChatMessage("user", "hi"),))
+    assert chat.render(few).text.endswith("<|im_start|>assistant\n")
+    many = PromptInput(messages=tuple(ChatMessage("user", "a") for _ in range(20)))  # 20 characters of content
+    with pytest.raises(InvalidArgumentError) as caught:
+        chat.render(many)
+    assert caught.value.field == "messages" and "the limit is 200" in str(caught.value)
