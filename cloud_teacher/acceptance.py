@@ -6,10 +6,18 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.protocol.domain import Sampling
-from shared.protocol.verification import Acceptance, DraftPiece, ScoredToken
+from shared.protocol.verification import (
+    Acceptance,
+    DraftPiece,
+    ScoredToken,
+    VerifyParams,
+    VerifyResult,
+    VerifyTimings,
+    VerifyUsage,
+)
 
 
 @dataclass(frozen=True)
@@ -180,3 +188,31 @@ def apply_stops(
     if end <= kept_chars:
         return Ending(end, "", True)
     return Ending(kept_chars, correction_text[: end - kept_chars], True)
+
+
+def verdict(
+    params: VerifyParams,
+    stops: Sequence[str],
+    positions: Sequence[TeacherPosition],
+    decision: Decision,
+    kept_chars: int,
+    correction_text: str,
+    ended: bool,
+    usage: VerifyUsage,
+    timings: VerifyTimings,
+) -> VerifyResult:
+    """Every backend's verdict from what its passes found: stop sequences applied to the kept draft and the
+    correction, and each draft token reported as standing only if it lies before the cut."""
+    ending = apply_stops(params.accepted_text, params.draft_text, kept_chars, correction_text, ended, stops)
+    report = tuple(
+        replace(token, accepted=token.accepted and token.end <= ending.accepted_chars)
+        for token in scored_tokens(positions, decision)
+    )
+    return VerifyResult(
+        accepted_chars=ending.accepted_chars,
+        correction_text=ending.correction_text,
+        ended=ending.ended,
+        tokens=report,
+        usage=usage,
+        timings=timings,
+    )

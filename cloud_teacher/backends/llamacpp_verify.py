@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from cloud_teacher.acceptance import (
     TeacherPosition,
     accepted_chars,
-    apply_stops,
     decide,
-    scored_tokens,
     seeded_rng,
     student_probabilities,
+    verdict,
 )
 from shared.llama.engine import BatchedLlamaEngine, SamplingParams, SequenceResult
 from shared.llama.model import LlamaModel
@@ -147,20 +146,16 @@ async def verify_on_llama(
         prompt_tokens += more.prompt_tokens
         cached += more.cached_prompt_tokens
         passes += 1
-    ending = apply_stops(
-        params.accepted_text, params.draft_text, kept, correction, ended, rendered.stop + sampling.stop
-    )
-    report = tuple(
-        replace(token, accepted=token.accepted and token.end <= ending.accepted_chars)
-        for token in scored_tokens(positions, decision)
-    )
-    return VerifyResult(
-        accepted_chars=ending.accepted_chars,
-        correction_text=ending.correction_text,
-        ended=ending.ended,
-        tokens=report,
-        usage=VerifyUsage(prompt_tokens, cached, len(positions), generated, passes),
-        timings=VerifyTimings(queue_seconds=first.queue_seconds),
+    return verdict(
+        params,
+        rendered.stop + sampling.stop,
+        positions,
+        decision,
+        kept,
+        correction,
+        ended,
+        VerifyUsage(prompt_tokens, cached, len(positions), generated, passes),
+        VerifyTimings(queue_seconds=first.queue_seconds),
     )
 
 

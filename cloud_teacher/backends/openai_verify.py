@@ -8,7 +8,6 @@ an unverified (degraded) answer.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -16,11 +15,10 @@ import httpx
 from cloud_teacher.acceptance import (
     TeacherPosition,
     accepted_chars,
-    apply_stops,
     decide,
-    scored_tokens,
     seeded_rng,
     student_probabilities,
+    verdict,
 )
 from shared.prompt_formats import PromptFormat
 from shared.protocol.errors import BackendError, InvalidArgumentError, OverloadedError, UnimplementedError
@@ -156,20 +154,16 @@ async def verify_over_openai(
         prompt_tokens += int(more_usage.get("prompt_tokens", 0))
         cached += _cached(more_usage)
         passes += 1
-    ending = apply_stops(
-        params.accepted_text, params.draft_text, kept, correction, ended, rendered.stop + sampling.stop
-    )
-    report = tuple(
-        replace(token, accepted=token.accepted and token.end <= ending.accepted_chars)
-        for token in scored_tokens(positions, decision)
-    )
-    return VerifyResult(
-        accepted_chars=ending.accepted_chars,
-        correction_text=ending.correction_text,
-        ended=ending.ended,
-        tokens=report,
-        usage=VerifyUsage(prompt_tokens, cached, len(positions), generated, passes),
-        timings=VerifyTimings(),
+    return verdict(
+        params,
+        rendered.stop + sampling.stop,
+        positions,
+        decision,
+        kept,
+        correction,
+        ended,
+        VerifyUsage(prompt_tokens, cached, len(positions), generated, passes),
+        VerifyTimings(),
     )
 
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from cloud_teacher.acceptance import (
     TeacherPosition,
     accepted_chars,
-    apply_stops,
     decide,
-    scored_tokens,
     seeded_rng,
     student_probabilities,
+    verdict,
 )
 from cloud_teacher.backends.vllm_requests import encode_pieces, queued_seconds
 from shared.prompt_formats import PromptFormat, PromptPiece, merge_pieces
@@ -143,26 +142,22 @@ class VllmVerifier:
             more = (await self._run(kept_ids + written, burst, run)).outputs[0]
             written, ended = self._cut_at_special(written + list(more.token_ids), more.finish_reason == "stop")
         correction = self._continuation(kept_ids[tokens.tail_start :], written)
-        ending = apply_stops(
-            params.accepted_text, params.draft_text, kept, correction, ended, rendered.stop + sampling.stop
-        )
-        report = tuple(
-            replace(token, accepted=token.accepted and token.end <= ending.accepted_chars)
-            for token in scored_tokens(positions, decision)
-        )
-        return VerifyResult(
-            accepted_chars=ending.accepted_chars,
-            correction_text=ending.correction_text,
-            ended=ending.ended,
-            tokens=report,
-            usage=VerifyUsage(
+        return verdict(
+            params,
+            rendered.stop + sampling.stop,
+            positions,
+            decision,
+            kept,
+            correction,
+            ended,
+            VerifyUsage(
                 prompt_tokens=run.prompt_tokens,
                 cached_prompt_tokens=run.cached_prompt_tokens,
                 scored_tokens=len(positions),
                 generated_tokens=len(written),
                 passes=run.passes,
             ),
-            timings=VerifyTimings(queue_seconds=run.queue_seconds),
+            VerifyTimings(queue_seconds=run.queue_seconds),
         )
 
     async def _run(self, prompt_ids: list[int], sampling: Any, run: _Passes) -> Any:
