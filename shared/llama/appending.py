@@ -19,8 +19,11 @@ class AppendStep(EngineCore):
     def _apply_appended_text(self) -> None:
         """Adds each slot's pending text to its prompt and re-tokenises it, keeping the KV cells that still agree."""
         for sequence in filter(None, self._slots):
-            if not sequence.pending_text:
+            if not sequence.pending_text and not sequence.pending_drop:
                 continue
+            if sequence.pending_drop:
+                _drop_appended(sequence, sequence.pending_drop)
+                sequence.pending_drop = 0
             appended = "".join(sequence.pending_text)
             sequence.prompt.append((appended, False))  # appended text is never trusted
             sequence.pending_text.clear()
@@ -46,9 +49,8 @@ class AppendStep(EngineCore):
     def _truncate(self, sequence: EngineSequence, position: int) -> None:
         """Drops `sequence`'s KV cells from token `position` on, so its prompt is prefilled again from there.
 
-        The one place a sequence goes back: re-tokenised appended text and a reopened prompt use it, and a rollback
-        (a verified draft cut back to its accepted tokens) would too, with the tokens and text after `position`
-        dropped by the caller.
+        The one place a sequence goes back: re-tokenised appended text, a reopened prompt and a rollback (a verified
+        draft cut back to its accepted characters by `EngineSequence.rewrite`) use it.
         """
         llama_cpp.llama_memory_seq_rm(self._memory, sequence.slot, position, -1)
         sequence.n_past = min(sequence.n_past, position)
@@ -100,4 +102,19 @@ class AppendStep(EngineCore):
             sequence.pause_requested = False
             sequence.prompt_open = True
             sequence.state = SequenceState.PREFILL
-        sequence._emit(SequenceEvent(text=held_back, paused=True))
+            ended, sequence.draft_ended, sequence.pause_at = sequence.draft_ended, False, 0
+        sequence._emit(SequenceEvent(text=held_back, paused=True, ended=ended))
+
+
+def _drop_appended(sequence: EngineSequence, count: int) -> None:
+    """Drops the last `count` characters of the prompt's appended (untrusted) text; the template's markup before it
+    is never touched (the flow drops only what the sequence wrote). The tokens are re-made from the text by the
+    caller, which truncates the KV cells."""
+    sequence.output_context = sequence.output_context[: max(0, len(sequence.output_context) - count)]
+    while count > 0 and sequence.prompt and not sequence.prompt[-1][1]:
+        text = sequence.prompt[-1][0]
+        if len(text) > count:
+            sequence.prompt[-1] = (text[: len(text) - count], False)
+            break
+        sequence.prompt.pop()
+        count -= len(text)

@@ -221,11 +221,34 @@ class BatchedLlamaEngine(AppendStep, SamplingStep):
             sequence.pause_requested = True
             self._lock.notify()
 
+    def _draft(self, sequence: EngineSequence, max_tokens: int) -> None:
+        with self._lock:
+            sequence.pause_at = sequence.completion_tokens + max_tokens
+            # A pause waits for a character's last byte: room for those tokens beyond the draft.
+            sequence.token_limit = sequence.pause_at + 8
+            sequence.draft_ended = False
+            sequence.prompt_open = False
+            self._lock.notify()
+
+    def _rewrite(self, sequence: EngineSequence, drop_chars: int, text: str) -> None:
+        with self._lock:
+            if sequence.prompt_open:
+                if sequence.pending_text:  # text not yet applied is dropped first
+                    pending = "".join(sequence.pending_text)
+                    kept = pending[: max(0, len(pending) - drop_chars)]
+                    drop_chars -= len(pending) - len(kept)
+                    sequence.pending_text = [kept] if kept else []
+                sequence.pending_drop += drop_chars
+                if text:
+                    sequence.pending_text.append(text)
+                self._lock.notify()
+
     def _close_prompt(self, sequence: EngineSequence, max_tokens: int | None) -> None:
         with self._lock:
             if max_tokens is not None:  # the sequence is not generating while its prompt is open: the count is still
                 sequence.token_limit = sequence.completion_tokens + max_tokens
             sequence.prompt_open = False
+            sequence.pause_at = 0  # generation goes on to the limit: no more drafting
             self._lock.notify()
 
     def _cancel(self, sequence: EngineSequence) -> None:
@@ -310,7 +333,7 @@ class BatchedLlamaEngine(AppendStep, SamplingStep):
         if self._waiting and None in self._slots:
             return True
         for sequence in filter(None, self._slots):
-            if sequence.state is SequenceState.DECODE or sequence.pending_text:
+            if sequence.state is SequenceState.DECODE or sequence.pending_text or sequence.pending_drop:
                 return True
             if sequence.state is not SequenceState.PREFILL:
                 continue
@@ -397,7 +420,9 @@ class BatchedLlamaEngine(AppendStep, SamplingStep):
         with self._lock:
             active = sorted(filter(None, self._slots), key=lambda s: s.admitted_at)
         for sequence in active:
-            if sequence.state is SequenceState.DECODE and sequence.pause_requested and not _inside_character(sequence):
+            # A draft the model ended pauses at once: its last token (end-of-generation) is never fed.
+            pausing = sequence.pause_requested and (sequence.draft_ended or not _inside_character(sequence))
+            if sequence.state is SequenceState.DECODE and pausing:
                 self._reopen(sequence)
             elif sequence.state is SequenceState.DECODE:
                 add(sequence, sequence.next_token, sequence.n_past, True)

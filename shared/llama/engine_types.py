@@ -52,6 +52,8 @@ class SamplingParams:
     score_top_k: int = 0  # with each score, the model's top choices there (a teacher verifying a draft)
     # Report the entropy of each generated token's distribution (the model's uncertainty while it writes).
     report_entropy: bool = False
+    # Report the probability the model gave each token it picked (a draft's, for speculative verification).
+    report_probability: bool = False
 
     @classmethod
     def of(cls, sampling: Sampling, max_tokens: int, format_stop: tuple[str, ...] = ()) -> SamplingParams:
@@ -138,5 +140,7 @@ class SequenceEvent:
     entropy: float | None = None  # of the generated token whose text this is (if the sequence reports entropy)
     completion_tokens: int = 0  # tokens generated up to this text
     paused: bool = False  # the sequence stopped generating for more prompt text (see `EngineSequence.pause`)
+    ended: bool = False  # with `paused`: a draft ended where the model would end the answer (see `draft`)
+    probability: float | None = None  # of the generated token whose text this is (if the sequence reports it)
     # Delivered at once, not queued behind text: scores of appended tokens.
     scores: tuple[TokenScore, ...] = ()

@@ -10,7 +10,7 @@ import llama_cpp
 
 from shared.llama.engine_core import EngineCore
 from shared.llama.engine_types import SamplingParams, SequenceEvent
-from shared.llama.scoring import entropy, logits_row
+from shared.llama.scoring import entropy, logits_row, token_probability
 from shared.llama.sequence import EngineSequence
 
 
@@ -32,13 +32,14 @@ class SamplingStep(EngineCore):
 
     def _sample(self, sequence: EngineSequence, index: int, now: float) -> None:
         """Picks the token after `index`'s logits, streams its text, and ends the sequence on a stop or its limits."""
-        if sequence.params.report_entropy:
-            uncertainty: float | None = entropy(
-                logits_row(llama_cpp.llama_get_logits_ith(self._ctx, index), self.model.n_vocab)
-            )
-        else:
-            uncertainty = None
+        row = None
+        if sequence.params.report_entropy or sequence.params.report_probability:
+            row = logits_row(llama_cpp.llama_get_logits_ith(self._ctx, index), self.model.n_vocab)
+        uncertainty = entropy(row) if row is not None and sequence.params.report_entropy else None
         token = llama_cpp.llama_sampler_sample(sequence.sampler, self._ctx, index)
+        chance = None
+        if row is not None and sequence.params.report_probability:
+            chance = token_probability(row, token, sequence.params.temperature)
         sequence.completion_tokens += 1
         if not sequence.first_token_at:
             sequence.first_token_at = now
@@ -47,14 +48,36 @@ class SamplingStep(EngineCore):
         if self.model.is_end_of_generation(token):
             if uncertainty is not None:
                 sequence._emit(SequenceEvent(entropy=uncertainty))
+            if sequence.pause_at:  # drafting: the end is the verifier's to confirm
+                self._end_draft(sequence)
+                return
             self._finish(sequence, "stop")
             return
         delta = sequence.text_stream.push(self.model.token_bytes(token))
-        if delta or uncertainty is not None:
-            sequence._emit(SequenceEvent(text=delta, entropy=uncertainty, completion_tokens=sequence.completion_tokens))
-        if sequence.text_stream.stopped:
+        if delta or uncertainty is not None or chance is not None:
+            sequence._emit(
+                SequenceEvent(
+                    text=delta,
+                    entropy=uncertainty,
+                    probability=chance,
+                    completion_tokens=sequence.completion_tokens,
+                )
+            )
+        if sequence.text_stream.stopped and sequence.pause_at:
+            self._end_draft(sequence)
+        elif sequence.text_stream.stopped:
             self._finish(sequence, "stop")
+        elif sequence.pause_at and sequence.completion_tokens >= sequence.pause_at:
+            with self._lock:  # the draft is long enough: the token just sampled is fed as prompt after the pause
+                sequence.pause_requested = True
+            sequence.next_token = token
         elif sequence.completion_tokens >= sequence.token_limit or sequence.n_past + 1 >= self.n_ctx_per_slot:
             self._finish(sequence, "length")
         else:
             sequence.next_token = token
+
+    def _end_draft(self, sequence: EngineSequence) -> None:
+        """The model ended its draft (end-of-generation or a stop sequence): pause now, the end not fed."""
+        with self._lock:
+            sequence.draft_ended = True
+            sequence.pause_requested = True

@@ -52,3 +52,12 @@ def entropy(row: Logits) -> float:
     total = weights.sum()
     probabilities = weights / total
     return float(-(probabilities * (shifted - np.log(total))).sum())
+
+
+def token_probability(row: Logits, token: int, temperature: float) -> float:
+    """The probability the model gave `token` when it picked it: the softmax of `row` at `temperature` (greedy: at
+    1, the model's own confidence). Top-p is not applied: for speculative verification this is the draft's `q`,
+    a little low where top-p cut the tail, which only makes acceptance more cautious."""
+    scaled = row.astype(np.float64) / (temperature if temperature > 0 else 1.0)
+    scaled -= scaled.max()
+    return float(np.exp(scaled[token]) / np.exp(scaled).sum())

@@ -23,6 +23,8 @@ class SequenceOwner(Protocol):
 
     def _append(self, sequence: EngineSequence, text: str) -> None: ...
     def _pause(self, sequence: EngineSequence) -> None: ...
+    def _draft(self, sequence: EngineSequence, max_tokens: int) -> None: ...
+    def _rewrite(self, sequence: EngineSequence, drop_chars: int, text: str) -> None: ...
     def _close_prompt(self, sequence: EngineSequence, max_tokens: int | None) -> None: ...
     def _cancel(self, sequence: EngineSequence) -> None: ...
 
@@ -53,6 +55,11 @@ class EngineSequence:
     output_context: str = ""
     cancel_requested: bool = False
     pause_requested: bool = False
+    # Drafting (see `draft`): the completion count at which generation pauses (0: none), and whether the model
+    # ended the draft itself (end-of-generation or a stop sequence) instead of reaching it.
+    pause_at: int = 0
+    draft_ended: bool = False
+    pending_drop: int = 0  # characters to drop from the end of the prompt before `pending_text` (see `rewrite`)
     completion_tokens: int = 0
     token_limit: int = 0  # generation ends at this many completion tokens (`params.max_tokens` until lowered)
     generated: list[int] = field(default_factory=list)  # tokens fed back after the prompt, in the KV cells
@@ -74,6 +81,11 @@ class EngineSequence:
     scores: list[TokenScore] = field(default_factory=list)  # of appended tokens, in order
     entropies: list[float] = field(default_factory=list)  # of generated tokens, in order
     completion_count: int = 0  # tokens generated so far, as delivered
+    ended: bool = False  # the last draft ended where the model would end the answer
+    # The last draft's text pieces as delivered, each with the probability the model gave its tokens (their product)
+    # when the sequence reports probabilities.
+    draft_pieces: list[tuple[str, float]] = field(default_factory=list)
+    _unreleased_probability: float = 1.0  # of tokens whose text is still held back
     progress_version: int = 0  # counts deliveries of scores and the result
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -89,6 +101,27 @@ class EngineSequence:
         """Asks the engine to stop generating and reopen the prompt (with the text generated so far in it) for more
         text, e.g. a burst of teacher guidance; `stream()` ends at the pause; `close_prompt` resumes generation."""
         self.engine._pause(self)
+
+    def draft(self, max_tokens: int) -> None:
+        """Closes the open prompt and generates at most `max_tokens` tokens, then pauses as `pause` does (the draft
+        joins the prompt, which opens again). End-of-generation or a stop sequence pauses too, with `ended` set:
+        the draft's end is for a verifier to confirm. `stream()` yields the draft and ends at the pause."""
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        self.ended = False
+        self.draft_pieces = []
+        self._unreleased_probability = 1.0
+        self.engine._draft(self, max_tokens)
+
+    def rewrite(self, drop_chars: int, text: str) -> None:
+        """Drops the last `drop_chars` characters of an open prompt's appended text (e.g. the rejected end of a
+        draft) and appends `text` in their place (e.g. a verifier's correction). The KV cells are kept up to the last
+        token boundary the edit leaves unchanged; the rest is prefilled again as text, so the hand-off works by
+        characters whatever tokenizer the verifier has."""
+        if drop_chars < 0:
+            raise ValueError("drop_chars must be >= 0")
+        if drop_chars or text:
+            self.engine._rewrite(self, drop_chars, text)
 
     async def progressed_past(self, version: int) -> None:
         """Returns once the engine reported progress (scores, the result) after `progress_version` was `version`."""
@@ -135,6 +168,13 @@ def deliver_events(events: list[tuple[EngineSequence, SequenceEvent]]) -> None:
         sequence.scores.extend(event.scores)
         if event.entropy is not None:
             sequence.entropies.append(event.entropy)
+        if event.probability is not None:
+            sequence._unreleased_probability *= event.probability
+        if event.text:
+            sequence.draft_pieces.append((event.text, sequence._unreleased_probability))
+            sequence._unreleased_probability = 1.0
+        if event.paused:
+            sequence.ended = event.ended
         sequence.completion_count = max(sequence.completion_count, event.completion_tokens)
         if event.text or event.result is not None or event.paused or event.entropy is not None:
             sequence._events.put_nowait(event)

@@ -317,3 +317,54 @@ async def test_a_pause_inside_a_character_waits_for_its_last_byte(engine: Batche
     assert pauses >= 2
     assert RARE in text and "\ufffd" not in text, text
     assert_clean(engine)
+
+
+async def _drafted(sequence: EngineSequence, tokens: int) -> str:
+    sequence.draft(tokens)
+    return "".join([text async for text in sequence.stream()])
+
+
+async def test_a_draft_pauses_and_a_rewrite_rolls_back_to_the_accepted_characters(engine: BatchedLlamaEngine) -> None:
+    """Teacher-verified drafting on the engine: a draft of 8 tokens pauses (not ends) the sequence; a rewrite drops
+    the rejected end of the draft by characters (mid-token: the kept part of a token is prefilled again as text)
+    and appends a correction; the next draft continues exactly as a sequence given the same text from the start."""
+    params = SamplingParams(max_tokens=64, report_probability=True)
+    sequence = engine.submit(animal_prompt("owls"), params, prompt_open=True, appended_budget=32)
+    first = await _drafted(sequence, 8)
+    assert sequence.result is None and not sequence.ended
+    assert first and "".join(text for text, _ in sequence.draft_pieces) == first
+    assert all(0.0 < p <= 1.0 for _, p in sequence.draft_pieces)
+    # Greedy: the draft is the start of the plain answer.
+    plain = await engine.submit(animal_prompt("owls"), SamplingParams(max_tokens=8)).wait()
+    assert plain.text == first
+    keep = len(first) - 3  # inside the draft's last token(s): a roll back to a token boundary, then text again
+    correction = " and they"
+    sequence.rewrite(len(first) - keep, correction)
+    second = await _drafted(sequence, 8)
+    sequence.cancel()
+    await sequence.wait()
+
+    fresh = engine.submit(animal_prompt("owls"), SamplingParams(max_tokens=8), prompt_open=True, appended_budget=32)
+    fresh.append_text(first[:keep] + correction)
+    fresh.close_prompt()
+    assert second == (await fresh.wait()).text
+    assert_clean(engine)
+
+
+async def test_a_draft_the_model_ends_pauses_with_ended_and_can_go_on(engine: BatchedLlamaEngine) -> None:
+    """End-of-generation inside a draft pauses with `ended` (the verifier confirms the end); a rewrite that
+    overrules the end lets the sequence draft on; a completed answer's text equals the plain answer's."""
+    plain = await engine.submit(animal_prompt("cats"), SamplingParams(max_tokens=60)).wait()
+    assert plain.finish_reason == "stop", "the test needs an answer that ends by itself"
+    sequence = engine.submit(animal_prompt("cats"), SamplingParams(max_tokens=80), prompt_open=True, appended_budget=8)
+    text = ""
+    while not sequence.ended:
+        text += await _drafted(sequence, 8)
+        assert sequence.result is None
+    assert text == plain.text
+    sequence.rewrite(0, " Also")  # the verifier disagrees with the end
+    more = await _drafted(sequence, 4)
+    assert more and sequence.result is None
+    sequence.cancel()
+    await sequence.wait()
+    assert_clean(engine)
