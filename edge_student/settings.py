@@ -11,7 +11,7 @@ from shared.catalog import DEFAULT_STUDENT
 from shared.llama.engine_settings import EngineSettings
 from shared.pricing import Prices, TokenPrices
 from shared.prompt_formats import PromptFormatSetting
-from shared.protocol.domain import GuidancePolicy, PolicyKind
+from shared.protocol.domain import AcceptanceName, GuidancePolicy, PolicyKind
 from shared.server.settings_base import TierSettings
 
 _POLICY = GuidancePolicy()  # the domain's defaults
@@ -71,7 +71,8 @@ class EdgeSettings(TierSettings, EngineSettings):
     # defaults are the domain's (`_POLICY`), declared once there.
     guidance_policy: PolicyKind = Field(
         _POLICY.kind,
-        description="'fixed' reads K teacher tokens; 'adaptive' stops the teacher once the student agrees.",
+        description="'fixed' reads K teacher tokens; 'adaptive' stops the teacher once the student agrees; 'verify' "
+        "reads K, then the teacher checks the student's drafts.",
     )
     adaptive_floor_tokens: int = Field(
         _POLICY.floor_tokens, ge=1, description="Adaptive: teacher tokens always read first."
@@ -105,6 +106,27 @@ class EdgeSettings(TierSettings, EngineSettings):
         _POLICY.burst_tokens, ge=1, description="Escalation: teacher tokens per burst."
     )
 
+    verify_draft_tokens: int = Field(
+        _POLICY.draft_tokens, ge=1, le=64, description="Verify: student tokens per draft the teacher checks."
+    )
+    verify_acceptance: AcceptanceName = Field(
+        _POLICY.acceptance,
+        description="Verify: 'strict' keeps the teacher's top choices only; 'min_teacher_prob' a token it gives at "
+        "least verify_min_teacher_prob; 'speculative' samples (temperature > 0).",
+    )
+    verify_min_teacher_prob: float = Field(
+        _POLICY.min_teacher_prob, gt=0, le=1, description="Verify, min_teacher_prob: the least teacher probability."
+    )
+    verify_draft_min_prob: float = Field(
+        _POLICY.draft_min_prob,
+        ge=0,
+        le=1,
+        description="Verify: end a draft early where the student's probability drops below this (0: off).",
+    )
+    verify_correction_tokens: int = Field(
+        _POLICY.correction_tokens, ge=1, le=64, description="Verify: teacher tokens per correction."
+    )
+
     def default_policy(self) -> GuidancePolicy:
         return GuidancePolicy(
             kind=self.guidance_policy,
@@ -117,6 +139,11 @@ class EdgeSettings(TierSettings, EngineSettings):
             entropy_run=self.escalation_entropy_run,
             max_bursts=self.escalation_max_bursts,
             burst_tokens=self.escalation_burst_tokens,
+            draft_tokens=self.verify_draft_tokens,
+            acceptance=self.verify_acceptance,
+            min_teacher_prob=self.verify_min_teacher_prob,
+            draft_min_prob=self.verify_draft_min_prob,
+            correction_tokens=self.verify_correction_tokens,
         )
 
     default_max_tokens: int = Field(

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from shared.protocol.domain import (
     MODES_BY_NAME,
+    AcceptanceName,
     Answer,
     AnswerDelta,
     ChatMessage,
@@ -46,7 +47,12 @@ _MODE_FROM_PB: dict[int, Mode] = {
     edge_pb2.MODE_STUDENT_ONLY: "student_only",
     edge_pb2.MODE_TEACHER_ONLY: "teacher_only",
 }
-_SEGMENT_TO_PB = {"guidance": edge_pb2.SEGMENT_GUIDANCE, "student": edge_pb2.SEGMENT_STUDENT}
+_SEGMENT_TO_PB = {
+    "guidance": edge_pb2.SEGMENT_GUIDANCE,
+    "student": edge_pb2.SEGMENT_STUDENT,
+    "verified": edge_pb2.SEGMENT_VERIFIED,
+    "correction": edge_pb2.SEGMENT_CORRECTION,
+}
 _DEGRADED_TO_PB = {
     "unavailable": edge_pb2.DEGRADED_REASON_UNAVAILABLE,
     "deadline": edge_pb2.DEGRADED_REASON_DEADLINE,
@@ -70,6 +76,12 @@ _GUIDANCE_END_TO_PB = {
 _POLICY_FROM_PB: dict[int, PolicyKind] = {
     edge_pb2.GuidancePolicy.KIND_FIXED: "fixed",
     edge_pb2.GuidancePolicy.KIND_ADAPTIVE: "adaptive",
+    edge_pb2.GuidancePolicy.KIND_VERIFY: "verify",
+}
+_ACCEPTANCE_FROM_PB: dict[int, AcceptanceName] = {
+    edge_pb2.GuidancePolicy.ACCEPTANCE_STRICT: "strict",
+    edge_pb2.GuidancePolicy.ACCEPTANCE_MIN_TEACHER_PROB: "min_teacher_prob",
+    edge_pb2.GuidancePolicy.ACCEPTANCE_SPECULATIVE: "speculative",
 }
 
 
@@ -78,6 +90,10 @@ def policy_from_pb(message: edge_pb2.GuidancePolicy, defaults: GuidancePolicy) -
     values: dict[str, object] = {"kind": _POLICY_FROM_PB.get(message.kind, defaults.kind)}
     if message.escalate:
         values["escalate"] = True
+    if message.acceptance:
+        if message.acceptance not in _ACCEPTANCE_FROM_PB:
+            raise InvalidArgumentError("guidance_policy.acceptance", f"unknown acceptance rule {message.acceptance}")
+        values["acceptance"] = _ACCEPTANCE_FROM_PB[message.acceptance]
     for name in (
         "floor_tokens",
         "window",
@@ -87,6 +103,10 @@ def policy_from_pb(message: edge_pb2.GuidancePolicy, defaults: GuidancePolicy) -
         "entropy_run",
         "max_bursts",
         "burst_tokens",
+        "draft_tokens",
+        "min_teacher_prob",
+        "draft_min_prob",
+        "correction_tokens",
     ):
         if message.HasField(name):
             values[name] = getattr(message, name)
@@ -261,6 +281,9 @@ def answer_to_pb(answer: Answer) -> edge_pb2.GenerateResponse:
             _GUIDANCE_END_TO_PB[answer.guidance_end] if answer.guidance_end else edge_pb2.GUIDANCE_END_UNSPECIFIED
         ),
         bursts=[edge_pb2.Burst(**dataclasses.asdict(burst)) for burst in answer.bursts],
+        verification=(
+            edge_pb2.Verification(**dataclasses.asdict(answer.verification)) if answer.verification else None
+        ),
     )
 
 

@@ -11,8 +11,12 @@ Mode = Literal["gkt", "student_only", "teacher_only"]
 ModeName = Literal["gkt", "student", "teacher"]
 MODES_BY_NAME: dict[ModeName, Mode] = {"gkt": "gkt", "student": "student_only", "teacher": "teacher_only"}
 FinishReason = Literal["length", "stop", "cancelled"]
-Segment = Literal["guidance", "student"]
-PolicyKind = Literal["fixed", "adaptive"]
+# Who wrote a part of the answer: the teacher's guidance, the student (unverified), the student's draft the teacher
+# accepted, the teacher's correction of a draft.
+Segment = Literal["guidance", "student", "verified", "correction"]
+PolicyKind = Literal["fixed", "adaptive", "verify"]
+# Which draft tokens a verifying teacher keeps (`AcceptanceRule` in shared/protocol/verification.py).
+AcceptanceName = Literal["strict", "min_teacher_prob", "speculative"]
 # Why the guidance ended.
 GuidanceEnd = Literal["k_reached", "student_agreed", "teacher_finished", "deadline", "teacher_failed"]
 # Why an answer was written without (all of) the teacher's guidance.
@@ -120,7 +124,8 @@ class GenerateParams:
 @dataclass(frozen=True)
 class GuidancePolicy:
     """How much guidance GKT reads: K tokens (`fixed`), or (`adaptive`) at least `floor_tokens`, then until the
-    student agrees with the teacher over the last `window` guidance tokens; `escalate` asks for bursts later."""
+    student agrees with the teacher over the last `window` guidance tokens; `escalate` asks for bursts later.
+    `verify`: K tokens (0 allowed), then drafts of `draft_tokens` student tokens that the teacher checks."""
 
     kind: PolicyKind = "fixed"
     floor_tokens: int = 8
@@ -132,6 +137,13 @@ class GuidancePolicy:
     entropy_run: int = 3
     max_bursts: int = 2
     burst_tokens: int = 8
+    # 8: the offline check (issue 22) kept ~55 % of 8-token drafts, ~5 answer tokens per teacher pass; longer drafts
+    # are mostly rejected past their first error, and on a GPU or vLLM an 8-token pass costs about one decode step.
+    draft_tokens: int = 8
+    acceptance: AcceptanceName = "strict"
+    min_teacher_prob: float = 0.2
+    draft_min_prob: float = 0.0  # end a draft at a token the student is less sure of (0: fixed length)
+    correction_tokens: int = 1
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,22 @@ class Burst:
     # real teacher spend, but not what a teacher-only answer would have read.
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
+
+
+@dataclass
+class Verification:
+    """What teacher-verified drafting did in one answer (student tokens drafted and accepted, teacher tokens)."""
+
+    rounds: int = 0
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+    corrected_tokens: int = 0
+    teacher_scored_tokens: int = 0
+    teacher_passes: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
 
 
 @dataclass
@@ -194,6 +222,7 @@ class Answer:
     guidance_end: GuidanceEnd | None = None  # None: no guidance was asked for
     bursts: tuple[Burst, ...] = ()
     guidance_tokens: int = 0  # K the request asked for (GKT mode), to tell what stopping early saved
+    verification: Verification | None = None  # the `verify` policy's counts
 
     @property
     def degraded(self) -> bool:

@@ -74,6 +74,11 @@ def validate_token_count(field: str, value: int, *, minimum: int, maximum: int) 
         raise InvalidArgumentError(field, f"must be between {minimum} and {maximum}, got {value}")
 
 
+# Student tokens per verified draft, and teacher tokens per correction (the teacher's own limit).
+MAX_DRAFT_TOKENS = 64
+MAX_CORRECTION_TOKENS = 64
+
+
 def validate_policy(policy: GuidancePolicy) -> None:
     """Positive counts, a fraction in [0, 1]: each failure names the field inside `guidance_policy`."""
     for name in ("floor_tokens", "window", "entropy_run", "burst_tokens"):
@@ -93,3 +98,20 @@ def validate_policy(policy: GuidancePolicy) -> None:
         )
     if policy.min_mean_logprob != policy.min_mean_logprob or policy.entropy_threshold != policy.entropy_threshold:
         raise InvalidArgumentError("guidance_policy", "thresholds must be numbers, not NaN")
+    if not 1 <= policy.draft_tokens <= MAX_DRAFT_TOKENS:
+        raise InvalidArgumentError(
+            "guidance_policy.draft_tokens", f"must be between 1 and {MAX_DRAFT_TOKENS}, got {policy.draft_tokens}"
+        )
+    if not 1 <= policy.correction_tokens <= MAX_CORRECTION_TOKENS:
+        raise InvalidArgumentError(
+            "guidance_policy.correction_tokens",
+            f"must be between 1 and {MAX_CORRECTION_TOKENS}, got {policy.correction_tokens}",
+        )
+    if not 0.0 < policy.min_teacher_prob <= 1.0:  # also rejects NaN
+        raise InvalidArgumentError(
+            "guidance_policy.min_teacher_prob", f"must be in (0, 1], got {policy.min_teacher_prob}"
+        )
+    if not 0.0 <= policy.draft_min_prob <= 1.0:
+        raise InvalidArgumentError(
+            "guidance_policy.draft_min_prob", f"must be between 0 and 1, got {policy.draft_min_prob}"
+        )

@@ -20,6 +20,8 @@ class Segment(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEGMENT_UNSPECIFIED: _ClassVar[Segment]
     SEGMENT_GUIDANCE: _ClassVar[Segment]
     SEGMENT_STUDENT: _ClassVar[Segment]
+    SEGMENT_VERIFIED: _ClassVar[Segment]
+    SEGMENT_CORRECTION: _ClassVar[Segment]
 
 class DegradedReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +48,8 @@ MODE_TEACHER_ONLY: Mode
 SEGMENT_UNSPECIFIED: Segment
 SEGMENT_GUIDANCE: Segment
 SEGMENT_STUDENT: Segment
+SEGMENT_VERIFIED: Segment
+SEGMENT_CORRECTION: Segment
 DEGRADED_REASON_UNSPECIFIED: DegradedReason
 DEGRADED_REASON_UNAVAILABLE: DegradedReason
 DEGRADED_REASON_DEADLINE: DegradedReason
@@ -71,15 +75,27 @@ class EdgeInfo(_message.Message):
     def __init__(self, edge: _Optional[_Union[_common_pb2.ServerInfo, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.ServerInfo, _Mapping]] = ..., teacher_address: _Optional[str] = ...) -> None: ...
 
 class GuidancePolicy(_message.Message):
-    __slots__ = ("kind", "floor_tokens", "window", "min_top1_fraction", "min_mean_logprob", "escalate", "entropy_threshold", "entropy_run", "max_bursts", "burst_tokens")
+    __slots__ = ("kind", "floor_tokens", "window", "min_top1_fraction", "min_mean_logprob", "escalate", "entropy_threshold", "entropy_run", "max_bursts", "burst_tokens", "draft_tokens", "acceptance", "min_teacher_prob", "draft_min_prob", "correction_tokens")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[GuidancePolicy.Kind]
         KIND_FIXED: _ClassVar[GuidancePolicy.Kind]
         KIND_ADAPTIVE: _ClassVar[GuidancePolicy.Kind]
+        KIND_VERIFY: _ClassVar[GuidancePolicy.Kind]
     KIND_UNSPECIFIED: GuidancePolicy.Kind
     KIND_FIXED: GuidancePolicy.Kind
     KIND_ADAPTIVE: GuidancePolicy.Kind
+    KIND_VERIFY: GuidancePolicy.Kind
+    class Acceptance(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACCEPTANCE_UNSPECIFIED: _ClassVar[GuidancePolicy.Acceptance]
+        ACCEPTANCE_STRICT: _ClassVar[GuidancePolicy.Acceptance]
+        ACCEPTANCE_MIN_TEACHER_PROB: _ClassVar[GuidancePolicy.Acceptance]
+        ACCEPTANCE_SPECULATIVE: _ClassVar[GuidancePolicy.Acceptance]
+    ACCEPTANCE_UNSPECIFIED: GuidancePolicy.Acceptance
+    ACCEPTANCE_STRICT: GuidancePolicy.Acceptance
+    ACCEPTANCE_MIN_TEACHER_PROB: GuidancePolicy.Acceptance
+    ACCEPTANCE_SPECULATIVE: GuidancePolicy.Acceptance
     KIND_FIELD_NUMBER: _ClassVar[int]
     FLOOR_TOKENS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +106,11 @@ class GuidancePolicy(_message.Message):
     ENTROPY_RUN_FIELD_NUMBER: _ClassVar[int]
     MAX_BURSTS_FIELD_NUMBER: _ClassVar[int]
     BURST_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_TEACHER_PROB_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_MIN_PROB_FIELD_NUMBER: _ClassVar[int]
+    CORRECTION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     kind: GuidancePolicy.Kind
     floor_tokens: int
     window: int
@@ -100,7 +121,28 @@ class GuidancePolicy(_message.Message):
     entropy_run: int
     max_bursts: int
     burst_tokens: int
-    def __init__(self, kind: _Optional[_Union[GuidancePolicy.Kind, str]] = ..., floor_tokens: _Optional[int] = ..., window: _Optional[int] = ..., min_top1_fraction: _Optional[float] = ..., min_mean_logprob: _Optional[float] = ..., escalate: _Optional[bool] = ..., entropy_threshold: _Optional[float] = ..., entropy_run: _Optional[int] = ..., max_bursts: _Optional[int] = ..., burst_tokens: _Optional[int] = ...) -> None: ...
+    draft_tokens: int
+    acceptance: GuidancePolicy.Acceptance
+    min_teacher_prob: float
+    draft_min_prob: float
+    correction_tokens: int
+    def __init__(self, kind: _Optional[_Union[GuidancePolicy.Kind, str]] = ..., floor_tokens: _Optional[int] = ..., window: _Optional[int] = ..., min_top1_fraction: _Optional[float] = ..., min_mean_logprob: _Optional[float] = ..., escalate: _Optional[bool] = ..., entropy_threshold: _Optional[float] = ..., entropy_run: _Optional[int] = ..., max_bursts: _Optional[int] = ..., burst_tokens: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., acceptance: _Optional[_Union[GuidancePolicy.Acceptance, str]] = ..., min_teacher_prob: _Optional[float] = ..., draft_min_prob: _Optional[float] = ..., correction_tokens: _Optional[int] = ...) -> None: ...
+
+class Verification(_message.Message):
+    __slots__ = ("rounds", "draft_tokens", "accepted_tokens", "corrected_tokens", "teacher_scored_tokens", "teacher_passes")
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CORRECTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_SCORED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_PASSES_FIELD_NUMBER: _ClassVar[int]
+    rounds: int
+    draft_tokens: int
+    accepted_tokens: int
+    corrected_tokens: int
+    teacher_scored_tokens: int
+    teacher_passes: int
+    def __init__(self, rounds: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ..., corrected_tokens: _Optional[int] = ..., teacher_scored_tokens: _Optional[int] = ..., teacher_passes: _Optional[int] = ...) -> None: ...
 
 class Burst(_message.Message):
     __slots__ = ("offset", "text", "teacher_tokens", "prompt_tokens", "cached_prompt_tokens")
@@ -187,7 +229,7 @@ class Timings(_message.Message):
     def __init__(self, teacher_time_to_first_token_seconds: _Optional[float] = ..., teacher_total_seconds: _Optional[float] = ..., guidance_wait_seconds: _Optional[float] = ..., student_queue_seconds: _Optional[float] = ..., student_prefill_seconds: _Optional[float] = ..., student_decode_seconds: _Optional[float] = ..., time_to_first_token_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., student_prompt_prefilled_seconds: _Optional[float] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "guidance_text", "student_text", "mode", "degraded", "degraded_reason", "finish_reason", "usage", "timings", "guidance_end", "bursts")
+    __slots__ = ("text", "guidance_text", "student_text", "mode", "degraded", "degraded_reason", "finish_reason", "usage", "timings", "guidance_end", "bursts", "verification")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     GUIDANCE_TEXT_FIELD_NUMBER: _ClassVar[int]
     STUDENT_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +241,7 @@ class GenerateResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     GUIDANCE_END_FIELD_NUMBER: _ClassVar[int]
     BURSTS_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     text: str
     guidance_text: str
     student_text: str
@@ -210,7 +253,8 @@ class GenerateResponse(_message.Message):
     timings: Timings
     guidance_end: GuidanceEnd
     bursts: _containers.RepeatedCompositeFieldContainer[Burst]
-    def __init__(self, text: _Optional[str] = ..., guidance_text: _Optional[str] = ..., student_text: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[_Union[DegradedReason, str]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., guidance_end: _Optional[_Union[GuidanceEnd, str]] = ..., bursts: _Optional[_Iterable[_Union[Burst, _Mapping]]] = ...) -> None: ...
+    verification: Verification
+    def __init__(self, text: _Optional[str] = ..., guidance_text: _Optional[str] = ..., student_text: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[_Union[DegradedReason, str]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., guidance_end: _Optional[_Union[GuidanceEnd, str]] = ..., bursts: _Optional[_Iterable[_Union[Burst, _Mapping]]] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ...) -> None: ...
 
 class AnswerDelta(_message.Message):
     __slots__ = ("text", "segment")
