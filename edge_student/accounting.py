@@ -16,15 +16,23 @@ def teacher_only_cost(answer: Answer, prices: Prices) -> float:
     teacher's on the student's part).
     """
     usage = answer.usage
-    if usage.teacher_prompt_tokens:
-        # Bursts re-read the prompt and the answer so far: real spend, but a teacher-only answer reads it once.
-        prompt = usage.teacher_prompt_tokens - sum(burst.prompt_tokens for burst in answer.bursts)
-        cached = usage.teacher_cached_prompt_tokens - sum(burst.cached_prompt_tokens for burst in answer.bursts)
+    checks = answer.verification
+    # Bursts and verifications re-read the prompt and the answer so far: real spend, but a teacher-only answer reads
+    # the prompt once.
+    reread = sum(burst.prompt_tokens for burst in answer.bursts) + (checks.teacher_prompt_tokens if checks else 0)
+    reread_cached = sum(burst.cached_prompt_tokens for burst in answer.bursts) + (
+        checks.teacher_cached_prompt_tokens if checks else 0
+    )
+    if usage.teacher_prompt_tokens > reread:
+        prompt = usage.teacher_prompt_tokens - reread
+        cached = usage.teacher_cached_prompt_tokens - reread_cached
     else:
         prompt = usage.student_prompt_tokens - usage.student_guidance_tokens
         share = usage.student_cached_prompt_tokens / usage.student_prompt_tokens if usage.student_prompt_tokens else 0
         cached = round(prompt * share)
     generated = usage.teacher_completion_tokens + usage.student_completion_tokens
+    if checks is not None:  # rejected drafts are not part of the answer: its own length stands in for the teacher's
+        generated = usage.completion_tokens
     return prices.teacher.cost(prompt, generated, cached)
 
 
@@ -50,6 +58,15 @@ def account_answer(metrics: GktMetrics, answer: Answer, prices: Prices, *, api: 
             metrics.guidance_stopped_early.labels(tier).inc()
             metrics.guidance_tokens_saved.labels(tier).inc(max(0, answer.guidance_tokens - read))
     metrics.escalations.labels(tier).inc(len(answer.bursts))
+    if answer.verification is not None:
+        checks = answer.verification
+        metrics.verification_rounds.labels(tier).inc(checks.rounds)
+        metrics.draft_tokens.labels(tier).inc(checks.draft_tokens)
+        metrics.draft_tokens_accepted.labels(tier).inc(checks.accepted_tokens)
+        metrics.verification_corrected_tokens.labels(tier).inc(checks.corrected_tokens)
+        metrics.teacher_scored_tokens.labels(tier).inc(checks.teacher_scored_tokens)
+        if checks.draft_tokens:
+            metrics.draft_acceptance_rate.labels(tier).observe(checks.acceptance_rate)
     metrics.prefix_cache_queries.labels(tier).inc(usage.student_prompt_tokens)
     metrics.prefix_cache_hits.labels(tier).inc(usage.student_cached_prompt_tokens)
     metrics.cost.labels(tier, "teacher", mode).inc(

@@ -29,6 +29,7 @@ from edge_student.answer_budget import AnswerBudget
 from edge_student.circuit_breaker import CircuitBreaker
 from edge_student.guidance_policy import UncertaintyWatch, student_agrees
 from edge_student.teacher_client import TeacherClient, TeacherUnavailableError
+from edge_student.verified_drafting import VerifiedDrafting
 from shared.llama.engine import BatchedLlamaEngine, EngineSequence, SamplingParams, SequenceResult
 from shared.llama.text_stream import TextStream
 from shared.prompt_formats import PromptFormat, RenderedPrompt
@@ -85,6 +86,8 @@ class _Progress:
     end: GuidanceEnd | None = None
     failure: TeacherUnavailableError | None = None
     first_output_at: float = 0.0
+    drafting: VerifiedDrafting | None = None  # the verify policy's rounds
+    drafted_tokens: int = 0  # student tokens generated while drafting (rejected drafts included)
 
     def output(self) -> None:
         self.first_output_at = self.first_output_at or time.monotonic()
@@ -157,13 +160,27 @@ class AnswerFlow:
                         )
                     else:
                         progress.budget.capped = True
-            elif params.mode == "gkt" and params.guidance_tokens > 0:
+            elif params.mode == "gkt" and (params.guidance_tokens > 0 or params.policy.kind == "verify"):
                 # Submit first, so the student prefills its prompt while the guidance is on its way.
                 sequence = await self._submit(rendered, params, prompt_open=True)
-                async with aclosing(self._guide(params, sequence, rendered, progress, deadline)) as guided:
-                    async for delta in guided:
-                        yield delta
-                if progress.end == "teacher_finished" or progress.budget.left <= 0:
+                if params.guidance_tokens > 0:
+                    async with aclosing(self._guide(params, sequence, rendered, progress, deadline)) as guided:
+                        async for delta in guided:
+                            yield delta
+                drafting = progress.end != "teacher_finished" and progress.budget.left > 0
+                if params.policy.kind == "verify" and drafting:
+                    progress.drafting = VerifiedDrafting(self, params, sequence, rendered, progress, deadline)
+                    async with aclosing(progress.drafting.rounds()) as checked:
+                        async for delta in checked:
+                            yield delta
+                    progress.drafted_tokens = sequence.completion_count
+                    if progress.drafting.open_for_student:  # the teacher failed: the student writes the rest
+                        sequence.close_prompt(max(1, progress.budget.left))
+                    else:
+                        sequence.cancel()
+                        result = await sequence.wait()
+                        sequence = None
+                elif progress.end == "teacher_finished" or progress.budget.left <= 0:
                     # Nothing is left for the student (the teacher finished the answer, or the guidance took all of
                     # max_tokens); its prefill so far is still accounted when the cancel lands.
                     progress.budget.capped = progress.end != "teacher_finished"
@@ -355,12 +372,17 @@ class AnswerFlow:
         with it: guidance and bursts are part of the same answer, so the context needs room for `max_tokens` only."""
         gkt = params.mode == "gkt" and params.guidance_tokens > 0
         policy = params.policy
+        verify = params.mode == "gkt" and policy.kind == "verify"
         sampling = dataclasses.replace(
             SamplingParams.of(params.sampling, max_tokens or params.max_tokens, rendered.stop),
             score_appended=gkt and policy.kind == "adaptive",  # the student's agreement with the guidance
             report_entropy=gkt and policy.escalate,  # its uncertainty while it writes
+            # The draft's probabilities: speculative acceptance's q, and where an adaptive draft ends.
+            report_probability=verify and (policy.acceptance == "speculative" or policy.draft_min_prob > 0),
         )
         budget = HANDOFF_MARGIN_TOKENS if prompt_open else 0
+        if verify:  # a draft beyond what the answer keeps, and each correction's hand-off
+            budget += policy.draft_tokens + HANDOFF_MARGIN_TOKENS
         if gkt and policy.escalate:
             budget += 2 * policy.max_bursts  # two more hand-offs per burst
         # The admission check tokenises the prompt: in a worker thread, not on the event loop.
@@ -425,13 +447,18 @@ class AnswerFlow:
                 timings.teacher_total_seconds += call.done.timings.total_seconds
             elif call.finished_at:
                 timings.teacher_total_seconds += call.finished_at - call.started_at
+        if progress.drafting is not None:
+            for checked in progress.drafting.verify_usage:
+                usage.teacher_prompt_tokens += checked.prompt_tokens
+                usage.teacher_cached_prompt_tokens += checked.cached_prompt_tokens
+                usage.teacher_completion_tokens += checked.generated_tokens
         first = progress.calls[0] if progress.calls else None
         if first is not None and first.done is not None:
             timings.teacher_time_to_first_token_seconds = first.done.timings.time_to_first_token_seconds
         guidance_calls = [c for c in progress.calls if c.finished_at and not c.burst]
         if guidance_calls:
             timings.guidance_wait_seconds = guidance_calls[-1].finished_at - received
-        _whole_answer_usage(usage, progress.budget, result, prompt_tokens)
+        _whole_answer_usage(usage, progress.budget, result, prompt_tokens, progress.drafted_tokens)
         now = time.monotonic()
         timings.time_to_first_token_seconds = (progress.first_output_at or now) - received
         timings.total_seconds = now - received
@@ -446,15 +473,20 @@ class AnswerFlow:
             guidance_end=progress.end,
             bursts=tuple(progress.bursts),
             guidance_tokens=params.guidance_tokens if params.mode == "gkt" else 0,
+            verification=progress.drafting.checks if progress.drafting is not None else None,
         )
 
 
-def _whole_answer_usage(usage: Usage, budget: AnswerBudget, result: SequenceResult | None, prompt_tokens: int) -> None:
+def _whole_answer_usage(
+    usage: Usage, budget: AnswerBudget, result: SequenceResult | None, prompt_tokens: int, drafted_tokens: int = 0
+) -> None:
     """OpenAI's usage for the answer, in the student's tokenizer: the prompt once, the answer's tokens (teacher text
-    counted by the student's tokenizer, plus what the student generated), and the prompt tokens a prefix cache served
-    (the student's; the teacher's share of its own prompt when the student did not read it)."""
+    and checked drafts counted by the student's tokenizer, plus what the student generated after drafting), and the
+    prompt tokens a prefix cache served (the student's; the teacher's share of its own prompt when the student did
+    not read it)."""
     usage.prompt_tokens = prompt_tokens
-    usage.completion_tokens = budget.text_tokens + (result.completion_tokens if result is not None else 0)
+    written = max(0, result.completion_tokens - drafted_tokens) if result is not None else 0
+    usage.completion_tokens = budget.text_tokens + written
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     if result is not None and result.initial_prompt_tokens:
         usage.cached_prompt_tokens = min(result.cached_initial_prompt_tokens, prompt_tokens)

@@ -87,6 +87,7 @@ REQUEST_LATENCY_BUCKETS = (
     7680.0,
 )
 GUIDANCE_TOKEN_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512)
+ACCEPTANCE_RATE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
@@ -203,6 +204,40 @@ class GktMetrics:
             "gkt_escalations",
             "Edge: teacher bursts an unsure student asked for while it wrote.",
             t,
+            registry=r,
+        )
+        self.verification_rounds = Counter(
+            "gkt_verification_rounds",
+            "Edge: drafts the teacher checked (verify policy), one Verify call each.",
+            t,
+            registry=r,
+        )
+        self.draft_tokens = Counter(
+            "gkt_draft_tokens", "Edge: student tokens drafted for the teacher to check (verify policy).", t, registry=r
+        )
+        self.draft_tokens_accepted = Counter(
+            "gkt_draft_tokens_accepted",
+            "Edge: drafted student tokens the teacher accepted (verify policy).",
+            t,
+            registry=r,
+        )
+        self.verification_corrected_tokens = Counter(
+            "gkt_verification_corrected_tokens",
+            "Edge: teacher tokens written as corrections of drafts (teacher generated tokens; verify policy).",
+            t,
+            registry=r,
+        )
+        self.teacher_scored_tokens = Counter(
+            "gkt_teacher_scored_tokens",
+            "Edge: draft tokens the teacher scored (its tokenizer; teacher prompt tokens; verify policy).",
+            t,
+            registry=r,
+        )
+        self.draft_acceptance_rate = Histogram(
+            "gkt_draft_acceptance_rate",
+            "Edge: share of one answer's drafted tokens the teacher accepted (verify policy).",
+            t,
+            buckets=ACCEPTANCE_RATE_BUCKETS,
             registry=r,
         )
         self.cost = Counter(

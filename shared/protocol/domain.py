@@ -169,6 +169,10 @@ class Verification:
     corrected_tokens: int = 0
     teacher_scored_tokens: int = 0
     teacher_passes: int = 0
+    # What the teacher's calls after the guidance read (Verify calls, a check of the student's end): real spend, but
+    # not what a teacher-only answer would have read.
+    teacher_prompt_tokens: int = 0
+    teacher_cached_prompt_tokens: int = 0
 
     @property
     def acceptance_rate(self) -> float:

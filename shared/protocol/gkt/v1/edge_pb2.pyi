@@ -129,20 +129,24 @@ class GuidancePolicy(_message.Message):
     def __init__(self, kind: _Optional[_Union[GuidancePolicy.Kind, str]] = ..., floor_tokens: _Optional[int] = ..., window: _Optional[int] = ..., min_top1_fraction: _Optional[float] = ..., min_mean_logprob: _Optional[float] = ..., escalate: _Optional[bool] = ..., entropy_threshold: _Optional[float] = ..., entropy_run: _Optional[int] = ..., max_bursts: _Optional[int] = ..., burst_tokens: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., acceptance: _Optional[_Union[GuidancePolicy.Acceptance, str]] = ..., min_teacher_prob: _Optional[float] = ..., draft_min_prob: _Optional[float] = ..., correction_tokens: _Optional[int] = ...) -> None: ...
 
 class Verification(_message.Message):
-    __slots__ = ("rounds", "draft_tokens", "accepted_tokens", "corrected_tokens", "teacher_scored_tokens", "teacher_passes")
+    __slots__ = ("rounds", "draft_tokens", "accepted_tokens", "corrected_tokens", "teacher_scored_tokens", "teacher_passes", "teacher_prompt_tokens", "teacher_cached_prompt_tokens")
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CORRECTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEACHER_SCORED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEACHER_PASSES_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     rounds: int
     draft_tokens: int
     accepted_tokens: int
     corrected_tokens: int
     teacher_scored_tokens: int
     teacher_passes: int
-    def __init__(self, rounds: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ..., corrected_tokens: _Optional[int] = ..., teacher_scored_tokens: _Optional[int] = ..., teacher_passes: _Optional[int] = ...) -> None: ...
+    teacher_prompt_tokens: int
+    teacher_cached_prompt_tokens: int
+    def __init__(self, rounds: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ..., corrected_tokens: _Optional[int] = ..., teacher_scored_tokens: _Optional[int] = ..., teacher_passes: _Optional[int] = ..., teacher_prompt_tokens: _Optional[int] = ..., teacher_cached_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class Burst(_message.Message):
     __slots__ = ("offset", "text", "teacher_tokens", "prompt_tokens", "cached_prompt_tokens")
