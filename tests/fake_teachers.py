@@ -78,3 +78,41 @@ async def start_fake_teacher(servicer: ScriptedTeacher) -> tuple[grpc.aio.Server
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port
+
+
+class VerifyingTeacher(ScriptedTeacher):
+    """Also answers `Verify` by a script, one action per call: "accept" (the whole draft, then the correction " so"),
+    "fail" (INTERNAL), "unimplemented" (a backend that cannot verify), "hang" (never answers); once the script is
+    spent, "end" (the whole draft, and the answer ends there)."""
+
+    def __init__(self, script: Sequence[str] = (), deltas: Sequence[str] = ()) -> None:
+        super().__init__(deltas)
+        self.script = list(script)
+        self.verify_calls = 0
+        self.verify_cancelled = 0
+        self.hanging = asyncio.Event()  # set when a "hang" starts
+
+    async def Verify(  # noqa: N802
+        self, request: teacher_pb2.VerifyRequest, context: grpc.aio.ServicerContext
+    ) -> teacher_pb2.VerifyResponse:
+        self.verify_calls += 1
+        action = self.script.pop(0) if self.script else "end"
+        if action == "fail":
+            await context.abort(grpc.StatusCode.INTERNAL, "a scripted failure")
+        if action == "unimplemented":
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this backend cannot verify")
+        if action == "hang":
+            self.hanging.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.verify_cancelled += 1
+                raise
+        ended = action == "end"
+        return teacher_pb2.VerifyResponse(
+            accepted_chars=len(request.draft_text),
+            correction_text="" if ended else " so",
+            ended=ended,
+            finish_reason=common_pb2.FINISH_REASON_STOP if ended else common_pb2.FINISH_REASON_LENGTH,
+            usage=teacher_pb2.VerifyUsage(prompt_tokens=20, scored_tokens=4, generated_tokens=1, passes=1),
+        )
