@@ -10,6 +10,7 @@ The model name routes a request, in the spirit of RouteLLM: `gkt` (guidance then
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +178,11 @@ def _translate(
     _refuse(
         "stream_options", body.stream_options is not None and not body.stream, "is only allowed when stream is true"
     )
+    policy = None
+    if options is not None and options.guidance_policy is not None:
+        chosen = options.guidance_policy.model_dump(exclude_none=True)
+        policy = dataclasses.replace(settings.default_policy(), **chosen)
+        names.update({f"guidance_policy.{name}": f"gkt.guidance_policy.{name}" for name in chosen})
     stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
     if isinstance(body.stop, str):
         names["stop[0]"] = "stop"
@@ -191,6 +197,7 @@ def _translate(
             top_p=body.top_p,
             seed=body.seed,
             stop=stop,
+            policy=policy,
         )
     except InvalidArgumentError as error:
         raise _on_wire(error, names) from None
@@ -267,6 +274,8 @@ def gkt_answer(answer: Answer) -> GktAnswer:
         degraded_reason=answer.degraded_reason,
         usage=answer.usage,
         timings=answer.timings,
+        guidance_end=answer.guidance_end,
+        verification=answer.verification,
     )
 
 

@@ -13,12 +13,45 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
-from shared.protocol.domain import DegradedReason, Mode, Segment, Timings, Usage
+from shared.protocol.domain import (
+    AcceptanceName,
+    DegradedReason,
+    GuidanceEnd,
+    Mode,
+    PolicyKind,
+    Segment,
+    Timings,
+    Usage,
+    Verification,
+)
 
 # ---- requests -------------------------------------------------------------------------------------------------
 
 # The `gkt.mode` words: the `gkt ask --mode` words, and the domain's names (which responses report).
 ModeWord = Literal["gkt", "student", "teacher", "student_only", "teacher_only"]
+
+
+class GuidancePolicyIn(BaseModel):
+    """`gkt.guidance_policy`: any guidance policy with its parameters (as gRPC's `GuidancePolicy`); unset fields take
+    the edge's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: PolicyKind | None = Field(None, description="fixed | adaptive | verify (default: the edge's).")
+    floor_tokens: StrictInt | None = None
+    window: StrictInt | None = None
+    min_top1_fraction: StrictFloat | StrictInt | None = None
+    min_mean_logprob: StrictFloat | StrictInt | None = None
+    escalate: StrictBool | None = None
+    entropy_threshold: StrictFloat | StrictInt | None = None
+    entropy_run: StrictInt | None = None
+    max_bursts: StrictInt | None = None
+    burst_tokens: StrictInt | None = None
+    draft_tokens: StrictInt | None = Field(None, description="Verify: student tokens per draft.")
+    acceptance: AcceptanceName | None = Field(None, description="Verify: strict | min_teacher_prob | speculative.")
+    min_teacher_prob: StrictFloat | StrictInt | None = None
+    draft_min_prob: StrictFloat | StrictInt | None = None
+    correction_tokens: StrictInt | None = None
 
 
 class GktOptions(BaseModel):
@@ -31,6 +64,7 @@ class GktOptions(BaseModel):
     timeout_seconds: StrictFloat | None = Field(
         None, gt=0, description="The request's deadline: past it the answer stops and the request gets 504."
     )
+    guidance_policy: GuidancePolicyIn | None = Field(None, description="The guidance policy (default: the edge's).")
 
 
 class StreamOptions(BaseModel):
@@ -130,6 +164,8 @@ class GktAnswer(BaseModel):
     degraded_reason: DegradedReason | None
     usage: Usage
     timings: Timings
+    guidance_end: GuidanceEnd | None = None
+    verification: Verification | None = Field(None, description="The verify policy's rounds and token counts.")
 
 
 class GktDelta(BaseModel):

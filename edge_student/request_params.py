@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from edge_student.settings import EdgeSettings
 from shared.protocol.domain import GenerateParams, GuidancePolicy, Mode, PromptInput, Sampling
+from shared.protocol.errors import InvalidArgumentError
 from shared.protocol.validation import validate_policy, validate_prompt_input, validate_sampling, validate_token_count
 
 
@@ -53,6 +54,10 @@ def generate_params(
     guidance_tokens = min(resolve_guidance_tokens(settings, guidance_tokens), max_tokens)
     policy = settings.default_policy() if policy is None else policy
     validate_policy(policy)
+    if policy.kind == "verify" and policy.acceptance == "speculative" and sampling.temperature <= 0:
+        raise InvalidArgumentError(
+            "guidance_policy.acceptance", "speculative acceptance samples: it needs a temperature above 0"
+        )
     return GenerateParams(
         input=prompt_input,
         mode=mode,

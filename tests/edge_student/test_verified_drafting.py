@@ -5,9 +5,11 @@ is streamed, tagged by who wrote it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import grpc
+import httpx
 import pytest_asyncio
 
 from edge_student.server import EdgeServer
@@ -106,3 +108,62 @@ async def test_verify_after_guidance_across_tokenizers_streams_only_checked_text
     assert "".join(d.text for d in deltas) == answer.text
     assert answer.verification.rounds >= 1
     assert answer.usage.completion_tokens <= 32
+
+
+async def test_the_http_door_takes_any_guidance_policy_and_tags_checked_text(edge_server: EdgeServer) -> None:
+    """`gkt.guidance_policy` over the OpenAI-compatible API: verify streams `verified` / `correction` segments and
+    reports its rounds; adaptive is accepted too; a bad value is a 400 naming the field."""
+    url = f"http://127.0.0.1:{edge_server.http_port}/v1/completions"
+    body = {
+        "model": "gkt",
+        "prompt": "Q: Name three colours of the rainbow.\nA:",
+        "max_tokens": 24,
+        "temperature": 0,
+        "stream": True,
+        "gkt": {"guidance_tokens": 0, "guidance_policy": {"kind": "verify", "draft_tokens": 6, "acceptance": "strict"}},
+    }
+    segments, text, final = set(), "", None
+    async with httpx.AsyncClient(timeout=120) as http:
+        async with http.stream("POST", url, json=body) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[len("data: ") :])
+                extension = chunk.get("gkt") or {}
+                if "segment" in extension:
+                    segments.add(extension["segment"])
+                    text += chunk["choices"][0]["text"]
+                elif "verification" in extension:
+                    final = extension
+        assert segments and segments <= {"verified", "correction"}
+        assert final is not None and final["verification"]["rounds"] >= 1
+        assert text == final["student_text"]
+        adaptive = {**body, "stream": False, "gkt": {"guidance_tokens": 4, "guidance_policy": {"kind": "adaptive"}}}
+        assert (await http.post(url, json=adaptive)).status_code == 200
+        for policy, field in (
+            ({"kind": "verify", "draft_tokens": 0}, "gkt.guidance_policy.draft_tokens"),
+            ({"kind": "verify", "acceptance": "speculative"}, "gkt.guidance_policy.acceptance"),
+            ({"kind": "sometimes"}, "gkt.guidance_policy.kind"),
+        ):
+            refused = await http.post(url, json={**body, "stream": False, "gkt": {"guidance_policy": policy}})
+            assert refused.status_code == 400, refused.text
+            assert field in refused.text, refused.text
+
+
+async def test_bad_verify_parameters_over_grpc_name_the_field(edge_stub: edge_pb2_grpc.EdgeServiceStub) -> None:
+    for policy, field in (
+        (verify_policy(draft_tokens=65), "guidance_policy.draft_tokens"),
+        (
+            verify_policy(acceptance=edge_pb2.GuidancePolicy.ACCEPTANCE_MIN_TEACHER_PROB, min_teacher_prob=0.0),
+            "guidance_policy.min_teacher_prob",
+        ),
+        (verify_policy(correction_tokens=0), "guidance_policy.correction_tokens"),
+    ):
+        request = edge_pb2.GenerateRequest(prompt="Hi", max_tokens=4, guidance_policy=policy)
+        try:
+            await edge_stub.Generate(request)
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (error.details() or "")
+        else:
+            raise AssertionError(f"{field} was accepted")
