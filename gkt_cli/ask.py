@@ -58,6 +58,42 @@ def _print_human(response: edge_pb2.GenerateResponse) -> None:
         f"decode {t.student_decode_seconds:.3f}s\n"
         f"edge: first token {t.time_to_first_token_seconds:.3f}s, total {t.total_seconds:.3f}s\n"
     )
+    if response.HasField("verification"):
+        v = response.verification
+        out.write(
+            f"verify: {v.rounds} rounds, {v.accepted_tokens}/{v.draft_tokens} draft tokens accepted, "
+            f"{v.corrected_tokens} corrected, teacher scored {v.teacher_scored_tokens} tokens in {v.teacher_passes} "
+            "passes\n"
+        )
+
+
+_KINDS = {
+    "fixed": edge_pb2.GuidancePolicy.KIND_FIXED,
+    "adaptive": edge_pb2.GuidancePolicy.KIND_ADAPTIVE,
+    "verify": edge_pb2.GuidancePolicy.KIND_VERIFY,
+}
+_ACCEPTANCE = {
+    "strict": edge_pb2.GuidancePolicy.ACCEPTANCE_STRICT,
+    "min_teacher_prob": edge_pb2.GuidancePolicy.ACCEPTANCE_MIN_TEACHER_PROB,
+    "speculative": edge_pb2.GuidancePolicy.ACCEPTANCE_SPECULATIVE,
+}
+
+
+def guidance_policy(args: argparse.Namespace) -> edge_pb2.GuidancePolicy | None:
+    """The request's policy from the flags; None when no flag sets one (the edge's default)."""
+    values = {
+        "draft_tokens": args.draft_tokens,
+        "min_teacher_prob": args.min_teacher_prob,
+        "draft_min_prob": args.draft_min_prob,
+        "correction_tokens": args.correction_tokens,
+    }
+    chosen: dict[str, Any] = {name: value for name, value in values.items() if value is not None}
+    if args.acceptance:
+        chosen["acceptance"] = _ACCEPTANCE[args.acceptance]
+    if not (args.guidance or args.escalate or chosen):
+        return None
+    kind = _KINDS[args.guidance] if args.guidance else edge_pb2.GuidancePolicy.KIND_UNSPECIFIED
+    return edge_pb2.GuidancePolicy(kind=kind, escalate=args.escalate, **chosen)
 
 
 def bearer_token(token_file: Path | None, token: str | None) -> str | None:
@@ -109,9 +145,19 @@ def ask_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument(
         "--guidance",
-        choices=["fixed", "adaptive"],
-        help="guidance policy: fixed reads K teacher tokens; adaptive stops once the student agrees (edge default)",
+        choices=["fixed", "adaptive", "verify"],
+        help="guidance policy: fixed reads K teacher tokens; adaptive stops once the student agrees; verify: the "
+        "teacher checks the student's drafts after K tokens (K may be 0) (edge default)",
     )
+    parser.add_argument("--draft-tokens", type=int, help="verify: student tokens per draft (edge default if unset)")
+    parser.add_argument(
+        "--acceptance",
+        choices=["strict", "min_teacher_prob", "speculative"],
+        help="verify: which draft tokens the teacher keeps (edge default if unset)",
+    )
+    parser.add_argument("--min-teacher-prob", type=float, help="verify, min_teacher_prob: the least probability")
+    parser.add_argument("--draft-min-prob", type=float, help="verify: end a draft where the student is less sure")
+    parser.add_argument("--correction-tokens", type=int, help="verify: teacher tokens per correction")
     parser.add_argument("--escalate", action="store_true", help="let an unsure student ask the teacher for bursts")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -131,10 +177,9 @@ def ask_main(argv: Sequence[str]) -> int:
     except ValueError as error:
         sys.stderr.write(f"gkt ask: {error}\n")
         return 2
-    if args.guidance or args.escalate:
-        kinds = {"fixed": edge_pb2.GuidancePolicy.KIND_FIXED, "adaptive": edge_pb2.GuidancePolicy.KIND_ADAPTIVE}
-        kind = kinds[args.guidance] if args.guidance else edge_pb2.GuidancePolicy.KIND_UNSPECIFIED
-        settings["guidance_policy"] = edge_pb2.GuidancePolicy(kind=kind, escalate=args.escalate)
+    policy = guidance_policy(args)
+    if policy is not None:
+        settings["guidance_policy"] = policy
     client = EdgeClient(args.edge, token=token)
     try:
         response = client.ask(

@@ -60,6 +60,22 @@ async def test_ask_with_the_adaptive_policy_and_escalation(edge_server: EdgeServ
     assert "bursts" in answer
 
 
+async def test_ask_with_the_verify_policy(edge_server: EdgeServer) -> None:
+    code, output = await run(
+        *GKT,
+        "ask",
+        "What is a prime number?",
+        "--edge",
+        f"127.0.0.1:{edge_server.port}",
+        *("--guidance-tokens", "0", "--max-tokens", "16", "--guidance", "verify", "--draft-tokens", "4"),
+        *("--acceptance", "strict", "--temperature", "0", "--json"),
+    )
+    assert code == 0, output
+    answer = json.loads(output)
+    assert answer["verification"]["rounds"] >= 1 and answer["guidance_text"] == ""
+    assert answer["usage"]["completion_tokens"] <= 16
+
+
 async def test_ask_json_prints_the_answer_with_usage_and_timings(edge_server: EdgeServer) -> None:
     code, output = await run(
         *GKT,
