@@ -40,6 +40,7 @@ from benchmarks.report import (
     markdown_table,
     policy_comparison,
     policy_table,
+    verification_table,
     write_answers,
     write_json,
     write_plots,
@@ -411,11 +412,12 @@ def parser() -> argparse.ArgumentParser:
         dest="policies",
         action="append",
         type=_policy,
-        metavar="[NAME=]fixed|adaptive[:OPTIONS]",
+        metavar="[NAME=]fixed|adaptive|verify[:OPTIONS]",
         help="a guidance policy GKT runs with at each K (repeat for several; default: fixed; policies other than "
         "fixed run with the first student only). OPTIONS: floor=N, "
-        "window=N, top1=F, logprob=F, escalate, entropy=F, run=N, bursts=N, burst=N; e.g. "
-        "--guidance-policy a4=adaptive:floor=8,window=4 --guidance-policy fixed",
+        "window=N, top1=F, logprob=F, escalate, entropy=F, run=N, bursts=N, burst=N; verify: draft=N, "
+        "rule=strict|min_teacher_prob|speculative, tau=F, minprob=F, correction=N; k=N runs it at that K only; e.g. "
+        "--guidance-policy a4=adaptive:floor=8,window=4 --guidance-policy v=verify:draft=8,k=0",
     )
     p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/<dataset>.json)")
     p.add_argument("--plots-dir", type=Path, help="where the PNG plots go (default: beside --out)")
@@ -473,6 +475,8 @@ def bench_main(argv: Sequence[str]) -> int:
         out.write(f"\nWARNING: caches {document['cache_control']['note']}.\n")
     out.write("\n" + markdown_table(document) + "\n")
     if table := policy_table(document):
+        out.write(table + "\n")
+    if table := verification_table(document):
         out.write(table + "\n")
     failed = {key: row["failed"] for key, row in document["results"].items() if row["failed"]}
     if failed:

@@ -12,7 +12,16 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from benchmarks.runner import FIXED, USAGE_FIELDS, AnswerRecord, ModeRun, ModeSpec, PolicySpec, record_to_json
+from benchmarks.runner import (
+    FIXED,
+    USAGE_FIELDS,
+    VERIFICATION_FIELDS,
+    AnswerRecord,
+    ModeRun,
+    ModeSpec,
+    PolicySpec,
+    record_to_json,
+)
 from benchmarks.stats import bootstrap_ratio_of_sums, mcnemar_exact, scaled_interval, wilson_interval
 from shared.pricing import Prices, TokenPrices
 
@@ -74,6 +83,11 @@ RESULT_FIELDS = (
     "teacher_generated_tokens_ratio_vs_teacher_ci",
     "teacher_time_to_first_token_mean_seconds",
     "restart_seconds",
+    # Teacher-verified drafting (the verify policy): its checks summed, and per answer.
+    "verification",
+    "acceptance_rate",
+    "teacher_scored_tokens_per_answer",
+    "teacher_passes_per_answer",
 )
 
 
@@ -116,6 +130,7 @@ def summarize(run: ModeRun, prices: Prices) -> dict[str, Any]:
     teacher_cost, student_cost = _costs(records, prices)
     latencies = [r.latency_seconds for r in records if r.outcome != "failed"]
     generated = tokens["teacher_completion_tokens"] + tokens["student_completion_tokens"]
+    checks = {name: sum(r.verification.get(name, 0) for r in records) for name in VERIFICATION_FIELDS}
     return {
         "mode": run.spec.mode,
         "guidance_tokens": run.spec.guidance_tokens,
@@ -152,6 +167,10 @@ def summarize(run: ModeRun, prices: Prices) -> dict[str, Any]:
         ),
         "teacher_time_to_first_token_mean_seconds": _mean_teacher_ttft(records),
         "restart_seconds": run.restart_seconds,
+        "verification": checks,
+        "acceptance_rate": _ratio(checks["accepted_tokens"], checks["draft_tokens"] or None),
+        "teacher_scored_tokens_per_answer": _ratio(checks["teacher_scored_tokens"], n),
+        "teacher_passes_per_answer": _ratio(checks["teacher_passes"], n),
     }
 
 
@@ -502,6 +521,30 @@ def policy_table(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def verification_table(document: dict[str, Any]) -> str:
+    """Rows that verified drafts (the verify policy): acceptance, the teacher's scoring and decoding per answer, and
+    agreement with teacher-only's answers (empty when the run had none)."""
+    rows = [row for row in document["results"].values() if row.get("verification", {}).get("rounds")]
+    if not rows:
+        return ""
+    lines = [
+        "| Setting | Accuracy | Agreement with teacher-only | Acceptance rate | Teacher scored tokens / answer "
+        "| Teacher passes / answer | Teacher generated tokens / answer | Speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        agreement = row.get("agreement_with_teacher")
+        agrees = "–" if not agreement or agreement["rate"] is None else f"{100 * agreement['rate']:.1f} %"
+        lines.append(
+            f"| {_label(row)} | {100 * row['accuracy']:.2f} % | {agrees} | {_number(row['acceptance_rate'], '.2f')} | "
+            f"{_number(row['teacher_scored_tokens_per_answer'], '.1f')} | "
+            f"{_number(row['teacher_passes_per_answer'], '.1f')} | "
+            f"{_number(row['teacher_generated_tokens_per_answer'], '.1f')} | "
+            f"{_number(row['speedup_vs_teacher'], '.2f', 'x')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _title(document: dict[str, Any]) -> str:
     return f"{document['dataset']} (n={document['n']}, concurrency {document['concurrency']})"
 
@@ -747,7 +790,9 @@ def main(argv: Sequence[str]) -> int:
         path = Path(name)
         document = json.loads(path.read_text(encoding="utf-8"))
         document = with_statistics(document, path.with_suffix(".answers.jsonl"))
-        sys.stdout.write(f"\n{name}\n\n" + markdown_table(document) + "\n" + policy_table(document))
+        sys.stdout.write(
+            f"\n{name}\n\n" + markdown_table(document) + "\n" + policy_table(document) + verification_table(document)
+        )
     return 0
 
 

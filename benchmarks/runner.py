@@ -31,6 +31,22 @@ USAGE_FIELDS = (
 )
 
 
+_RULES = {
+    "strict": edge_pb2.GuidancePolicy.ACCEPTANCE_STRICT,
+    "min_teacher_prob": edge_pb2.GuidancePolicy.ACCEPTANCE_MIN_TEACHER_PROB,
+    "speculative": edge_pb2.GuidancePolicy.ACCEPTANCE_SPECULATIVE,
+}
+# What a verify answer reports of its checks (`Verification` in edge.proto).
+VERIFICATION_FIELDS = (
+    "rounds",
+    "draft_tokens",
+    "accepted_tokens",
+    "corrected_tokens",
+    "teacher_scored_tokens",
+    "teacher_passes",
+)
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """A named guidance policy of a run: `fixed`, or adaptive with its settings (unset ones: the edge's)."""
@@ -41,18 +57,26 @@ class PolicySpec:
 
     @classmethod
     def parse(cls, text: str) -> PolicySpec:
-        """`fixed`, `adaptive`, or `NAME=adaptive:floor=8,window=4,top1=1.0,logprob=-1.0,escalate` (also
-        `entropy=2.5`, `run=3`, `bursts=2`, `burst=8`, and `k=80` to run it at that K only): a name for the
-        results and the policy's settings."""
+        """`fixed`, `adaptive`, `verify`, or `NAME=adaptive:floor=8,window=4,top1=1.0,logprob=-1.0,escalate` (also
+        `entropy=2.5`, `run=3`, `bursts=2`, `burst=8`), `NAME=verify:draft=8,rule=strict,tau=0.2,minprob=0.3,
+        correction=1` (teacher-verified drafting), and `k=80` to run it at that K only: a name for the results and
+        the policy's settings."""
         name, _, definition = text.partition("=") if "=" in text.split(":")[0] else (text, "", text)
         kind, _, options = definition.partition(":")
-        kinds = {"fixed": edge_pb2.GuidancePolicy.KIND_FIXED, "adaptive": edge_pb2.GuidancePolicy.KIND_ADAPTIVE}
+        kinds = {
+            "fixed": edge_pb2.GuidancePolicy.KIND_FIXED,
+            "adaptive": edge_pb2.GuidancePolicy.KIND_ADAPTIVE,
+            "verify": edge_pb2.GuidancePolicy.KIND_VERIFY,
+        }
         if kind not in kinds:
-            raise ValueError(f"a policy is fixed or adaptive, got {kind!r} in {text!r}")
+            raise ValueError(f"a policy is fixed, adaptive or verify, got {kind!r} in {text!r}")
         policy = edge_pb2.GuidancePolicy(kind=kinds[kind])
         fields = {"floor": "floor_tokens", "window": "window", "top1": "min_top1_fraction"}
         fields |= {"logprob": "min_mean_logprob", "entropy": "entropy_threshold", "run": "entropy_run"}
         fields |= {"bursts": "max_bursts", "burst": "burst_tokens"}
+        fields |= {"draft": "draft_tokens", "tau": "min_teacher_prob", "minprob": "draft_min_prob"}
+        fields |= {"correction": "correction_tokens"}
+        floats = ("min_top1_fraction", "min_mean_logprob", "entropy_threshold", "min_teacher_prob", "draft_min_prob")
         only_k: int | None = None
         for option in filter(None, options.split(",")):
             key, _, value = option.partition("=")
@@ -60,15 +84,15 @@ class PolicySpec:
                 policy.escalate = True
             elif key == "k":
                 only_k = int(value)
+            elif key == "rule":
+                if value not in _RULES:
+                    raise ValueError(f"rule is one of {', '.join(_RULES)}, got {value!r} in {text!r}")
+                policy.acceptance = _RULES[value]
             elif key in fields:
-                kind_of = (
-                    float if fields[key] in ("min_top1_fraction", "min_mean_logprob", "entropy_threshold") else int
-                )
-                setattr(policy, fields[key], kind_of(value))
+                setattr(policy, fields[key], (float if fields[key] in floats else int)(value))
             else:
-                raise ValueError(
-                    f"unknown policy option {key!r} in {text!r}; known: {', '.join([*fields, 'escalate', 'k'])}"
-                )
+                known = ", ".join([*fields, "escalate", "rule", "k"])
+                raise ValueError(f"unknown policy option {key!r} in {text!r}; known: {known}")
         return cls(name, policy, only_k)
 
 
@@ -123,6 +147,7 @@ class AnswerRecord:
     latency_seconds: float = 0.0
     guidance_end: str = ""  # why the guidance ended ("k_reached", "student_agreed", ...), GKT mode
     bursts: int = 0  # teacher bursts an unsure student asked for
+    verification: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERIFICATION_FIELDS, 0))
     usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_FIELDS, 0))
     # The edge's own durations of this request (seconds, `Timings` in the proto), for diagnosis.
     timings: dict[str, float] = field(default_factory=dict)
@@ -193,6 +218,7 @@ async def answer_one(
     record.degraded, record.degraded_reason = response.degraded, degraded_reason_name(response.degraded_reason)
     record.usage = {name: int(getattr(response.usage, name)) for name in USAGE_FIELDS}
     record.guidance_end, record.bursts = guidance_end_name(response.guidance_end), len(response.bursts)
+    record.verification = {name: int(getattr(response.verification, name)) for name in VERIFICATION_FIELDS}
     record.timings = {f.name: float(getattr(response.timings, f.name)) for f in response.timings.DESCRIPTOR.fields}
     return record
 

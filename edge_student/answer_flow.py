@@ -22,10 +22,10 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Any
 
 from edge_student.answer_budget import AnswerBudget
+from edge_student.answer_progress import Progress, TeacherCall
 from edge_student.circuit_breaker import CircuitBreaker
 from edge_student.guidance_policy import UncertaintyWatch, student_agrees
 from edge_student.teacher_client import TeacherClient, TeacherUnavailableError
@@ -41,7 +41,6 @@ from shared.protocol.domain import (
     FinishReason,
     GenerateParams,
     GuidanceDelta,
-    GuidanceDone,
     GuidanceEnd,
     GuidanceParams,
     PromptInput,
@@ -57,40 +56,9 @@ logger = logging.getLogger(__name__)
 HANDOFF_MARGIN_TOKENS = 8
 
 
-@dataclass
-class _TeacherCall:
-    """What one teacher request delivered (the guidance, a continuation of it, or a burst)."""
-
-    text: str = ""
-    done: GuidanceDone | None = None
-    last: GuidanceDelta | None = None  # token counts so far, for a request stopped before its end
-    failure: TeacherUnavailableError | None = None
-    burst: bool = False  # a burst the student asked for while writing (not the guidance)
-    started_at: float = field(default_factory=time.monotonic)
-    finished_at: float = 0.0
-
-    @property
-    def teacher_finished(self) -> bool:
-        return self.done is not None and self.done.finish_reason == "stop"
-
-
-@dataclass
-class _Progress:
-    """An answer as it is put together: the teacher's calls, the text, the bursts, the budget they share."""
-
-    budget: AnswerBudget
-    calls: list[_TeacherCall] = field(default_factory=list)
-    guidance_text: str = ""
-    student_text: str = ""  # everything after the guidance, bursts included
-    bursts: list[Burst] = field(default_factory=list)
-    end: GuidanceEnd | None = None
-    failure: TeacherUnavailableError | None = None
-    first_output_at: float = 0.0
-    drafting: VerifiedDrafting | None = None  # the verify policy's rounds
-    drafted_tokens: int = 0  # student tokens generated while drafting (rejected drafts included)
-
-    def output(self) -> None:
-        self.first_output_at = self.first_output_at or time.monotonic()
+# The flow's records (in their own module, shared with the verify policy's rounds).
+_TeacherCall = TeacherCall
+_Progress = Progress
 
 
 class _GuidanceJoiner:
@@ -167,14 +135,23 @@ class AnswerFlow:
                     async with aclosing(self._guide(params, sequence, rendered, progress, deadline)) as guided:
                         async for delta in guided:
                             yield delta
-                drafting = progress.end != "teacher_finished" and progress.budget.left > 0
-                if params.policy.kind == "verify" and drafting:
-                    progress.drafting = VerifiedDrafting(self, params, sequence, rendered, progress, deadline)
-                    async with aclosing(progress.drafting.rounds()) as checked:
+                room = progress.end != "teacher_finished" and progress.budget.left > 0
+                if params.policy.kind == "verify" and room:
+                    drafting = VerifiedDrafting(
+                        self.teacher,
+                        self.breaker,
+                        lambda given, tokens, call: self._stream(params, given, tokens, call, deadline, progress),
+                        params,
+                        sequence,
+                        rendered,
+                        progress,
+                        deadline,
+                    )
+                    async with aclosing(drafting.rounds()) as checked:
                         async for delta in checked:
                             yield delta
                     progress.drafted_tokens = sequence.completion_count
-                    if progress.drafting.open_for_student:  # the teacher failed: the student writes the rest
+                    if drafting.open_for_student:  # the teacher failed: the student writes the rest
                         sequence.close_prompt(max(1, progress.budget.left))
                     else:
                         sequence.cancel()
@@ -447,8 +424,8 @@ class AnswerFlow:
                 timings.teacher_total_seconds += call.done.timings.total_seconds
             elif call.finished_at:
                 timings.teacher_total_seconds += call.finished_at - call.started_at
-        if progress.drafting is not None:
-            for checked in progress.drafting.verify_usage:
+        if progress.verification is not None:
+            for checked in progress.verify_usage:
                 usage.teacher_prompt_tokens += checked.prompt_tokens
                 usage.teacher_cached_prompt_tokens += checked.cached_prompt_tokens
                 usage.teacher_completion_tokens += checked.generated_tokens
@@ -473,7 +450,7 @@ class AnswerFlow:
             guidance_end=progress.end,
             bursts=tuple(progress.bursts),
             guidance_tokens=params.guidance_tokens if params.mode == "gkt" else 0,
-            verification=progress.drafting.checks if progress.drafting is not None else None,
+            verification=progress.verification,
         )
 
 

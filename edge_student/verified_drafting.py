@@ -15,18 +15,19 @@ unverified (`student`), and the caller lets the student write the rest as in GKT
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Callable
 
 from edge_student.answer_budget import BudgetedText
-from edge_student.teacher_client import TeacherUnavailableError
+from edge_student.answer_progress import Progress, TeacherCall
+from edge_student.circuit_breaker import CircuitBreaker
+from edge_student.teacher_client import TeacherClient, TeacherUnavailableError
 from shared.llama.engine import EngineSequence
 from shared.prompt_formats import RenderedPrompt
-from shared.protocol.domain import AnswerDelta, GenerateParams, Verification
-from shared.protocol.verification import Acceptance, DraftPiece, VerifyParams, VerifyResult, VerifyUsage
+from shared.protocol.domain import AnswerDelta, GenerateParams, PromptInput, Verification
+from shared.protocol.verification import Acceptance, DraftPiece, VerifyParams, VerifyResult
 
-if TYPE_CHECKING:
-    from edge_student.answer_flow import AnswerFlow, _Progress
+# One teacher call of the flow's, `tokens` long, continuing `input`, recorded in the call (and the answer's calls).
+StreamCall = Callable[[PromptInput, int, TeacherCall], AsyncGenerator[str, None]]
 
 # The least probability a draft piece is sent with (the teacher wants (0, 1]; a product of many small ones can
 # underflow to 0).
@@ -39,22 +40,23 @@ class VerifiedDrafting:
 
     def __init__(
         self,
-        flow: AnswerFlow,
+        teacher: TeacherClient,
+        breaker: CircuitBreaker,
+        stream_call: StreamCall,
         params: GenerateParams,
         sequence: EngineSequence,
         rendered: RenderedPrompt,
-        progress: _Progress,
+        progress: Progress,
         deadline: float | None,
     ) -> None:
-        self._flow = flow
+        self._teacher, self._breaker, self._stream_call = teacher, breaker, stream_call
         self._params = params
         self._sequence = sequence
         self._rendered = rendered
         self._progress = progress
         self._deadline = deadline
-        self.checks = Verification()
+        self.checks = progress.verification = Verification()
         self.open_for_student = False
-        self.verify_usage: list[VerifyUsage] = []  # per Verify call (the flow's own calls count the rest)
         self._part: BudgetedText = progress.budget.text()  # the drafted answer: verified text and corrections
 
     @property
@@ -102,8 +104,8 @@ class VerifiedDrafting:
 
     async def _verify(self, draft: str, pieces: list[tuple[str, float]]) -> VerifyResult | None:
         """The teacher's verdict; None after a failure (recorded as the answer's degraded reason)."""
-        flow, params, policy = self._flow, self._params, self._params.policy
-        if not flow.breaker.allow():
+        params, policy = self._params, self._params.policy
+        if not self._breaker.allow():
             self._progress.failure = TeacherUnavailableError("circuit_open", "the teacher failed repeatedly")
             return None
         acceptance = Acceptance(rule=policy.acceptance, min_teacher_prob=policy.min_teacher_prob)
@@ -123,13 +125,13 @@ class VerifiedDrafting:
         )
         time_left = None if self._deadline is None else self._deadline - time.monotonic()
         try:
-            verdict = await flow.teacher.verify(request, params.mode, time_left)
+            verdict = await self._teacher.verify(request, params.mode, time_left)
         except TeacherUnavailableError as failure:
             if failure.teacher_at_fault:  # UNIMPLEMENTED, a caller's deadline: not the teacher's health
-                flow.breaker.record_failure()
+                self._breaker.record_failure()
             self._progress.failure = failure
             return None
-        flow.breaker.record_success()
+        self._breaker.record_success()
         checks, usage = self.checks, verdict.usage
         checks.rounds += 1
         checks.teacher_scored_tokens += usage.scored_tokens
@@ -137,7 +139,7 @@ class VerifiedDrafting:
         checks.corrected_tokens += usage.generated_tokens
         checks.teacher_prompt_tokens += usage.prompt_tokens
         checks.teacher_cached_prompt_tokens += usage.cached_prompt_tokens
-        self.verify_usage.append(usage)
+        self._progress.verify_usage.append(usage)  # the flow's own calls (the end's check) count themselves
         return verdict
 
     async def _commit(
@@ -173,13 +175,11 @@ class VerifiedDrafting:
     async def _confirm_end(self) -> str | None:
         """The student would end the answer right after checked text: one teacher token says whether the teacher
         ends there too (None) or goes on (its token is the correction, returned, and the student drafts on)."""
-        from edge_student.answer_flow import _TeacherCall  # the flow's own call record (a cycle at import time)
-
-        call = _TeacherCall(burst=True)
+        call = TeacherCall(burst=True)  # not guidance: its wait is not the guidance's
         progress = self._progress
         continued = self._params.input.continued(self._answer)
         text = ""
-        async for delta in self._flow._stream(self._params, continued, 1, call, self._deadline, progress):
+        async for delta in self._stream_call(continued, 1, call):
             text += delta
         counts = call.done or call.last
         if counts is not None:

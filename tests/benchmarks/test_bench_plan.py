@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from benchmarks.datasets import Example
 from benchmarks.gkt_bench import BenchConfig, row_fingerprint
 from benchmarks.measure import CacheState
@@ -76,3 +78,16 @@ def test_few_shot_sends_a_raw_prompt_and_chat_sends_a_conversation() -> None:
     assert chat.exemplar_questions() == few_shot.exemplar_questions() and chat.shots == 0 and few_shot.shots == 7
     gsm8k = workload_prompts("gsm8k", "chat")
     assert "The answer is N." in gsm8k.system_prompt and "Do not write code" in gsm8k.system_prompt
+
+
+def test_a_verify_policy_parses_with_its_options_and_names_bad_ones() -> None:
+    spec = PolicySpec.parse("v=verify:draft=6,k=0,rule=min_teacher_prob,tau=0.3,minprob=0.2,correction=2")
+    assert spec.name == "v" and spec.guidance_tokens == 0
+    policy = spec.policy
+    assert policy.kind == edge_pb2.GuidancePolicy.KIND_VERIFY and policy.draft_tokens == 6
+    assert policy.acceptance == edge_pb2.GuidancePolicy.ACCEPTANCE_MIN_TEACHER_PROB
+    assert abs(policy.min_teacher_prob - 0.3) < 1e-6 and abs(policy.draft_min_prob - 0.2) < 1e-6
+    assert policy.correction_tokens == 2
+    for bad in ("v=verify:rule=loose", "v=verify:drafts=8", "v=sometimes"):
+        with pytest.raises(ValueError):
+            PolicySpec.parse(bad)
