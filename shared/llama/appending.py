@@ -22,8 +22,13 @@ class AppendStep(EngineCore):
             if not sequence.pending_text and not sequence.pending_drop:
                 continue
             if sequence.pending_drop:
+                # Only the sequence's own text is dropped (a rejected draft): its tokens leave the count of own
+                # tokens in the prompt, which are completion tokens and never counted as prompt.
+                before = len(self.model.tokenize_pieces(sequence.prompt))
                 _drop_appended(sequence, sequence.pending_drop)
                 sequence.pending_drop = 0
+                dropped = before - len(self.model.tokenize_pieces(sequence.prompt))
+                sequence.own_prompt_tokens = max(0, sequence.own_prompt_tokens - dropped)
             appended = "".join(sequence.pending_text)
             sequence.prompt.append((appended, False))  # appended text is never trusted
             sequence.pending_text.clear()

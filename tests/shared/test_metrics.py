@@ -253,14 +253,19 @@ async def test_real_prometheus_evaluates_every_dashboard_query(
         await edge_stub.Generate(edge_pb2.GenerateRequest(prompt="x", max_tokens=0))
     await asyncio.sleep(3)
     async with httpx.AsyncClient(base_url=prometheus) as client:
+        ratio = (await client.get("/api/v1/query", params={"query": COST_RATIO})).json()["data"]["result"]
+        assert 0 < float(ratio[0]["value"][1]) < 1
+        # Then a verify answer, so its panels have a series too. Not before the ratio: with a llama.cpp teacher
+        # that reports no cache hits, re-reading the answer so far each round costs more than teacher-only here.
+        verify = edge_pb2.GuidancePolicy(kind=edge_pb2.GuidancePolicy.KIND_VERIFY, draft_tokens=4)
+        checked = await edge_stub.Generate(
+            edge_pb2.GenerateRequest(
+                prompt="Q: What is rain?\nA:", guidance_tokens=0, max_tokens=12, guidance_policy=verify
+            )
+        )
+        assert checked.verification.rounds >= 1
+        await asyncio.sleep(3)
         for expression in expressions:
             body = (await client.get("/api/v1/query", params={"query": expression})).json()
             assert body["status"] == "success", f"{expression}: {body.get('error')}"
             assert body["data"]["result"], f"no data for dashboard query: {expression}"
-        ratio = (
-            await client.get(
-                "/api/v1/query",
-                params={"query": COST_RATIO},
-            )
-        ).json()["data"]["result"]
-        assert 0 < float(ratio[0]["value"][1]) < 1
