@@ -429,6 +429,7 @@ class AnswerFlow:
                 usage.teacher_prompt_tokens += checked.prompt_tokens
                 usage.teacher_cached_prompt_tokens += checked.cached_prompt_tokens
                 usage.teacher_completion_tokens += checked.generated_tokens
+            timings.teacher_total_seconds += progress.verify_seconds
         first = progress.calls[0] if progress.calls else None
         if first is not None and first.done is not None:
             timings.teacher_time_to_first_token_seconds = first.done.timings.time_to_first_token_seconds

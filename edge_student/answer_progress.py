@@ -43,6 +43,7 @@ class Progress:
     # The verify policy: what its rounds did, each Verify call's usage, the student tokens drafted (rejected too).
     verification: Verification | None = None
     verify_usage: list[VerifyUsage] = field(default_factory=list)
+    verify_seconds: float = 0.0  # the teacher's own time on the Verify calls
     drafted_tokens: int = 0
 
     def output(self) -> None:

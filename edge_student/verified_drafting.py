@@ -139,7 +139,10 @@ class VerifiedDrafting:
         checks.corrected_tokens += usage.generated_tokens
         checks.teacher_prompt_tokens += usage.prompt_tokens
         checks.teacher_cached_prompt_tokens += usage.cached_prompt_tokens
-        self._progress.verify_usage.append(usage)  # the flow's own calls (the end's check) count themselves
+        self._progress.verify_usage.append(usage)
+        self._progress.verify_seconds += (
+            verdict.timings.total_seconds
+        )  # the flow's own calls (the end's check) count themselves
         return verdict
 
     async def _commit(
