@@ -56,11 +56,6 @@ logger = logging.getLogger(__name__)
 HANDOFF_MARGIN_TOKENS = 8
 
 
-# The flow's records (in their own module, shared with the verify policy's rounds).
-_TeacherCall = TeacherCall
-_Progress = Progress
-
-
 class _GuidanceJoiner:
     """Appends guidance to the student's prompt; a chat turn starts without the teacher's leading white space."""
 
@@ -97,14 +92,14 @@ class AnswerFlow:
         # Rendering and tokenising a long conversation take milliseconds: off the loop that serves every stream.
         rendered = await asyncio.to_thread(self.student_format.render, params.input)
         model = self.engine.model
-        progress = _Progress(AnswerBudget(model, params.max_tokens))
+        progress = Progress(AnswerBudget(model, params.max_tokens))
         # The request's prompt once, as the student reads it: what a student-only answer reports, in every mode.
         prompt_tokens = len(await asyncio.to_thread(model.tokenize_pieces, rendered.pieces))
         sequence: EngineSequence | None = None
         result: SequenceResult | None = None
         try:
             if params.mode == "teacher_only":
-                call = _TeacherCall()
+                call = TeacherCall()
                 part = progress.budget.text()
                 # aclosing everywhere: a caller that stops at a yield (a dropped stream) aborts the teacher call and
                 # frees the student at once, not when the generators are collected.
@@ -187,7 +182,7 @@ class AnswerFlow:
         params: GenerateParams,
         sequence: EngineSequence,
         rendered: RenderedPrompt,
-        progress: _Progress,
+        progress: Progress,
         deadline: float | None,
     ) -> AsyncGenerator[AnswerDelta, None]:
         """Streams K tokens of guidance into the open prompt; adaptive: from the floor on, stops the teacher's
@@ -195,7 +190,7 @@ class AnswerFlow:
         never agrees is exactly the fixed answer."""
         policy = params.policy
         joiner = _GuidanceJoiner(rendered)
-        call = _TeacherCall()
+        call = TeacherCall()
         part = progress.budget.text()  # K is at most max_tokens, but K teacher tokens may be more student tokens
         # The answer's stop sequences apply to the guidance too (the teacher's own prompt format may not know the
         # student's): text that could begin one is held back until it is known not to.
@@ -232,7 +227,7 @@ class AnswerFlow:
         progress.failure, progress.end = call.failure, self._end_of(call)
 
     @staticmethod
-    def _end_of(call: _TeacherCall) -> GuidanceEnd:
+    def _end_of(call: TeacherCall) -> GuidanceEnd:
         if call.failure is not None:
             return "deadline" if call.failure.reason == "deadline" else "teacher_failed"
         return "teacher_finished" if call.teacher_finished else "k_reached"
@@ -242,9 +237,9 @@ class AnswerFlow:
         params: GenerateParams,
         prompt_input: PromptInput,
         tokens: int,
-        call: _TeacherCall,
+        call: TeacherCall,
         deadline: float | None,
-        progress: _Progress,
+        progress: Progress,
     ) -> AsyncGenerator[str, None]:
         """Yields one teacher call's text and records it in `call` (a failure keeps the text so far)."""
         progress.calls.append(call)
@@ -283,7 +278,7 @@ class AnswerFlow:
     # ---- the student -------------------------------------------------------------------------------------------
 
     async def _write(
-        self, params: GenerateParams, sequence: EngineSequence, progress: _Progress, deadline: float | None
+        self, params: GenerateParams, sequence: EngineSequence, progress: Progress, deadline: float | None
     ) -> AsyncGenerator[AnswerDelta, None]:
         """The student's text; with escalation, pauses for teacher bursts when the student grows unsure."""
         watch = UncertaintyWatch(params.policy)
@@ -302,7 +297,7 @@ class AnswerFlow:
             budget = progress.budget
             budget.student_tokens = sequence.completion_count
             if budget.left > 0:
-                burst = _TeacherCall(burst=True)  # a failed burst leaves the answer as it is: the student goes on
+                burst = TeacherCall(burst=True)  # a failed burst leaves the answer as it is: the student goes on
                 offset = len(progress.guidance_text) + len(progress.student_text)
                 continued = params.input.continued(progress.guidance_text + progress.student_text)
                 part = budget.text()
@@ -385,7 +380,7 @@ class AnswerFlow:
     @staticmethod
     def _assemble(
         params: GenerateParams,
-        progress: _Progress,
+        progress: Progress,
         result: SequenceResult | None,
         received: float,
         prompt_tokens: int,
