@@ -22,22 +22,12 @@ from cloud_teacher.acceptance import (
 )
 from shared.llama.engine import BatchedLlamaEngine, SamplingParams, SequenceResult
 from shared.llama.model import LlamaModel
-from shared.prompt_formats import PromptFormat, PromptPiece
+from shared.prompt_formats import PromptFormat, PromptPiece, merge_pieces
 from shared.protocol.errors import BackendError, InvalidArgumentError, NotReadyError
 from shared.protocol.verification import MAX_DRAFT_TOKENS, VerifyParams, VerifyResult, VerifyTimings, VerifyUsage
 
 # Top choices kept per scored token for the speculative rule's residual (strict and lenient need the first only).
 SPECULATIVE_TOP_K = 20
-
-
-def _merge(pieces: Sequence[PromptPiece]) -> list[PromptPiece]:
-    merged: list[PromptPiece] = []
-    for text, trusted in pieces:
-        if merged and merged[-1][1] == trusted:
-            merged[-1] = (merged[-1][0] + text, trusted)
-        elif text:
-            merged.append((text, trusted))
-    return merged
 
 
 @dataclass(frozen=True)
@@ -53,7 +43,7 @@ class _Layout:
 
 
 def _layout(model: LlamaModel, pieces: Sequence[PromptPiece], draft_text: str) -> _Layout:
-    merged = _merge(pieces)
+    merged = merge_pieces(pieces)
     tail, trusted = merged[-1]
     assert not trusted and tail.endswith(draft_text), "the draft must end the prompt's last, untrusted piece"
     n_head = len(model.tokenize_pieces(merged[:-1]))
