@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,9 +12,9 @@ import pytest
 import pytest_asyncio
 
 from cloud_teacher.server import TeacherServer
-from shared.catalog import resolve_gguf
 from shared.protocol.gkt.v1 import common_pb2, edge_pb2, edge_pb2_grpc, teacher_pb2, teacher_pb2_grpc
-from tests.conftest import closed_port, running_edge, teacher_settings
+from tests.conftest import running_edge, teacher_settings
+from tests.llama_server import llama_server
 
 API_KEY = "test-key-123"
 
@@ -24,41 +22,8 @@ API_KEY = "test-key-123"
 @pytest.fixture(scope="module")
 def openai_server() -> Iterator[str]:
     """`python -m llama_cpp.server` on the teacher GGUF, requiring an API key; yields its /v1 base URL."""
-    port = closed_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(resolve_gguf("gemma3-270m")),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_threads",
-            "1",
-            "--n_ctx",
-            "2048",
-            "--api_key",
-            API_KEY,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base_url}/models", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, "llama_cpp.server did not start"
-        time.sleep(0.3)
-    yield base_url
-    process.terminate()
-    process.wait(30)
+    with llama_server("--n_ctx", "2048", api_key=API_KEY) as base_url:
+        yield base_url
 
 
 @pytest_asyncio.fixture(scope="module")

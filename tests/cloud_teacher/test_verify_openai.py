@@ -3,20 +3,16 @@ logprobs where the server returns them, UNIMPLEMENTED where it cannot."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
-import httpx
 import pytest
 import pytest_asyncio
 
 from cloud_teacher.server import TeacherServer
-from shared.catalog import resolve_gguf
 from shared.protocol.gkt.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
-from tests.conftest import closed_port, running, teacher_settings
+from tests.conftest import running, teacher_settings
+from tests.llama_server import llama_server
 
 PROMPT = "Q: What do bees make?\nA:"
 GREEDY = common_pb2.Sampling(temperature=0.0)
@@ -26,50 +22,11 @@ GREEDY = common_pb2.Sampling(temperature=0.0)
 def server_urls() -> Iterator[dict[bool, str]]:
     """Two `python -m llama_cpp.server`s on the teacher GGUF: one returning prompt log-probs (its default,
     `logits_all`), one not; yields their /v1 base URLs by whether they can score."""
-    processes: list[subprocess.Popen[bytes]] = []
-    urls: dict[bool, str] = {}
-    for logits_all in (True, False):
-        port = closed_port()
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "llama_cpp.server",
-                    "--model",
-                    str(resolve_gguf("gemma3-270m")),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--n_threads",
-                    "1",
-                    "--n_ctx",
-                    "1024",
-                    "--logits_all",
-                    str(logits_all),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        urls[logits_all] = f"http://127.0.0.1:{port}/v1"
-    try:
-        for process, url in zip(processes, urls.values(), strict=True):
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/models").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None and time.monotonic() < deadline, "llama_cpp.server did not start"
-                time.sleep(0.3)
-        yield urls
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(30)
+    with (
+        llama_server("--n_ctx", "1024", "--logits_all", "True") as scoring,
+        llama_server("--n_ctx", "1024", "--logits_all", "False") as plain,
+    ):
+        yield {True: scoring, False: plain}
 
 
 @pytest_asyncio.fixture
