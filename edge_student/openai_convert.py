@@ -10,7 +10,6 @@ The model name routes a request, in the spirit of RouteLLM: `gkt` (guidance then
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from edge_student.openai_types import (
 )
 from edge_student.request_params import generate_params, resolve_guidance_tokens
 from edge_student.settings import EdgeSettings
+from shared.protocol.convert import request_policy
 from shared.protocol.domain import MODES_BY_NAME, Answer, ChatMessage, GenerateParams, Mode, PromptInput
 from shared.protocol.errors import InvalidArgumentError, NotFoundError
 
@@ -181,7 +181,7 @@ def _translate(
     policy = None
     if options is not None and options.guidance_policy is not None:
         chosen = options.guidance_policy.model_dump(exclude_none=True)
-        policy = dataclasses.replace(settings.default_policy(), **chosen)
+        policy = request_policy(settings.default_policy(), chosen)
         names.update({f"guidance_policy.{name}": f"gkt.guidance_policy.{name}" for name in chosen})
     stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
     if isinstance(body.stop, str):

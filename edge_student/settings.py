@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.catalog import DEFAULT_STUDENT
@@ -93,7 +93,8 @@ class EdgeSettings(TierSettings, EngineSettings):
         description="Adaptive: least mean log-probability (nats) the student must give the window's tokens.",
     )
     escalate: bool = Field(
-        _POLICY.escalate, description="Ask the teacher for a burst of guidance when the student grows unsure."
+        _POLICY.escalate,
+        description="Adaptive policy: ask the teacher for a burst of guidance when the student grows unsure.",
     )
     escalation_entropy_threshold: float = Field(
         _POLICY.entropy_threshold, ge=0, description="Escalation: next-token entropy (nats) that counts as unsure."
@@ -126,6 +127,13 @@ class EdgeSettings(TierSettings, EngineSettings):
     verify_correction_tokens: int = Field(
         _POLICY.correction_tokens, ge=1, le=64, description="Verify: teacher tokens per correction."
     )
+
+    @model_validator(mode="after")
+    def _escalation_is_adaptive(self) -> EdgeSettings:
+        # Under verify the teacher checks every draft already; an edge set up for both is told so at start.
+        if self.guidance_policy == "verify" and self.escalate:
+            raise ValueError("escalate applies to the adaptive policy; verify has the teacher check every draft")
+        return self
 
     def default_policy(self) -> GuidancePolicy:
         return GuidancePolicy(

@@ -110,7 +110,16 @@ def policy_from_pb(message: edge_pb2.GuidancePolicy, defaults: GuidancePolicy) -
     ):
         if message.HasField(name):
             values[name] = getattr(message, name)
-    return dataclasses.replace(defaults, **values)  # type: ignore[arg-type]
+    return request_policy(defaults, values)
+
+
+def request_policy(defaults: GuidancePolicy, chosen: dict[str, object]) -> GuidancePolicy:
+    """A request's policy: the fields it chose, the edge's defaults elsewhere. The edge's escalation default belongs
+    to the adaptive policy, so a request that picks `verify` takes it only when it asks for it."""
+    policy = dataclasses.replace(defaults, **chosen)  # type: ignore[arg-type]
+    if policy.kind == "verify" and "escalate" not in chosen:
+        policy = dataclasses.replace(policy, escalate=False)
+    return policy
 
 
 def degraded_reason_name(value: int) -> str:

@@ -111,6 +111,11 @@ def validate_policy(policy: GuidancePolicy) -> None:
         raise InvalidArgumentError(
             "guidance_policy.min_teacher_prob", f"must be in (0, 1], got {policy.min_teacher_prob}"
         )
+    if policy.kind == "verify" and policy.escalate:
+        # The teacher checks every draft: a burst on the student's doubt would be checked again, so it buys nothing.
+        raise InvalidArgumentError(
+            "guidance_policy.escalate", "applies to the adaptive policy; verify has the teacher check every draft"
+        )
     if not 0.0 <= policy.draft_min_prob <= 1.0:
         raise InvalidArgumentError(
             "guidance_policy.draft_min_prob", f"must be between 0 and 1, got {policy.draft_min_prob}"

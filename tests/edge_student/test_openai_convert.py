@@ -199,3 +199,18 @@ def test_the_http_api_can_be_turned_off_from_the_environment(value: str, monkeyp
     monkeypatch.setenv("GKT_EDGE_HTTP_PORT", "eighty")
     with pytest.raises(ValueError, match="http_port"):
         EdgeSettings()
+
+
+def test_escalation_belongs_to_the_adaptive_policy() -> None:
+    """An edge that escalates by default still serves verify requests (its default is adaptive's), a request asking
+    for both is told which field is wrong, and an edge configured for both refuses to start."""
+    escalating = EdgeSettings(escalate=True, default_guidance_tokens=4)
+    params = chat_request(chat(gkt={"guidance_policy": {"kind": "verify"}}), escalating).params
+    assert params.policy.kind == "verify" and not params.policy.escalate
+    adaptive = chat_request(chat(gkt={"guidance_policy": {"kind": "adaptive"}}), escalating).params
+    assert adaptive.policy.escalate
+    with pytest.raises(InvalidArgumentError) as caught:
+        chat_request(chat(gkt={"guidance_policy": {"kind": "verify", "escalate": True}}), SETTINGS)
+    assert caught.value.field == "gkt.guidance_policy.escalate"
+    with pytest.raises(ValueError, match="escalate applies to the adaptive policy"):
+        EdgeSettings(guidance_policy="verify", escalate=True)

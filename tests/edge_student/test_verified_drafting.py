@@ -159,6 +159,7 @@ async def test_bad_verify_parameters_over_grpc_name_the_field(edge_stub: edge_pb
             "guidance_policy.min_teacher_prob",
         ),
         (verify_policy(correction_tokens=0), "guidance_policy.correction_tokens"),
+        (verify_policy(escalate=True), "guidance_policy.escalate"),
     ):
         request = edge_pb2.GenerateRequest(prompt="Hi", max_tokens=4, guidance_policy=policy)
         try:
