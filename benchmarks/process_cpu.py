@@ -37,22 +37,6 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds used so far by `pid` alone (its children not counted); None when it is gone."""
-    fields = _stat_fields(pid)
-    if fields is None:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def command_line(pid: int) -> str:
-    """The process's command line as one string ("" when it is gone); vLLM names its processes there."""
-    try:
-        return (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return ""
-
-
 def tree_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds used so far by `pid` and its live descendants, plus those of their children that
     already exited and were waited for (the kernel adds them to the parent's `cutime`/`cstime`). None when `pid` is

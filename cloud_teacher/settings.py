@@ -66,13 +66,6 @@ class TeacherSettings(TierSettings, EngineSettings):
         "0.52-0.59 s per 8-token verification of a ~1,100-token prompt, against 1.8-2.7 s at the CPU default 128. "
         "On CPU a multiple of 32.",
     )
-    busy_wait_seconds: float | None = Field(
-        None,
-        ge=0,
-        description="vllm: how long the engine core and its worker spin after each message before they sleep until "
-        "the next (vLLM's shared-memory queue). Unset: 0 on CPU, where a spinning process takes a core from the "
-        "worker and from a student on the same host, and vLLM's own 1 s on GPU.",
-    )
     enforce_eager: bool = Field(
         True, description="vllm: skip torch.compile/CUDA graphs (start-up 18 s instead of 80 s on CPU)."
     )

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, cast
 
 from cloud_teacher.backends.base import TeacherBackend
-from cloud_teacher.backends.vllm_busy_wait import limit_busy_wait
 from cloud_teacher.backends.vllm_requests import encode_pieces, queued_seconds
 from cloud_teacher.backends.vllm_verify import VllmVerifier
 from cloud_teacher.settings import TeacherSettings
@@ -110,9 +109,6 @@ class VllmBackend(TeacherBackend):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         s = self._settings
-        busy_wait = s.busy_wait_seconds if s.busy_wait_seconds is not None else (None if has_cuda() else 0.0)
-        if busy_wait is not None:
-            limit_busy_wait(busy_wait)
         model = resolve_model(s)
         self._model_file = model
         args = AsyncEngineArgs(
