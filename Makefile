@@ -53,11 +53,13 @@ bench-edge: install  ## edge batching throughput -> benchmarks/results/edge_thro
 bench-teacher: models  ## teacher guidance throughput, vLLM vs llama.cpp -> benchmarks/results/teacher_throughput.json
 	$(PY) -m benchmarks.teacher_throughput
 
-bench: models  ## issue 19's runs: GSM8K 100 and CSQA 200, few-shot and chat, default pair (vLLM teacher, Qwen 0.5B student): teacher-only, student-only, GKT at the paper's K; fair caches, intervals (~8 hours; ARGS=--resume after an interruption or to add rows)
-	$(VENV)/bin/gkt bench --dataset gsm8k --workload fewshot --limit 100 --guidance-tokens 40 $(ARGS)
-	$(VENV)/bin/gkt bench --dataset csqa --workload fewshot --limit 200 --guidance-tokens 30 $(ARGS)
-	$(VENV)/bin/gkt bench --dataset gsm8k --workload chat --limit 100 --guidance-tokens 40 $(ARGS)
-	$(VENV)/bin/gkt bench --dataset csqa --workload chat --limit 200 --guidance-tokens 30 $(ARGS)
+BENCH_POLICIES := --guidance-policy fixed --guidance-policy v=verify:draft=8,k=0
+
+bench: models  ## GSM8K 100 and CSQA 200, few-shot and chat, default pair (vLLM teacher, Qwen 0.5B student): teacher-only, student-only, GKT at the paper's K, strict verify; fair caches, intervals (~5-6 hours; ARGS=--resume after an interruption or to add rows)
+	$(VENV)/bin/gkt bench --dataset gsm8k --workload fewshot --limit 100 --guidance-tokens 40 $(BENCH_POLICIES) $(ARGS)
+	$(VENV)/bin/gkt bench --dataset csqa --workload fewshot --limit 200 --guidance-tokens 30 $(BENCH_POLICIES) $(ARGS)
+	$(VENV)/bin/gkt bench --dataset gsm8k --workload chat --limit 100 --guidance-tokens 40 $(BENCH_POLICIES) $(ARGS)
+	$(VENV)/bin/gkt bench --dataset csqa --workload chat --limit 200 --guidance-tokens 30 $(BENCH_POLICIES) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
