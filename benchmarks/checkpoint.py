@@ -72,7 +72,11 @@ class RecordedRows:
             return None
         try:
             document = json.loads(out.read_text())
-            answers = Path(document["files"]["answers"])
+            # The answers file is written beside the results; the recorded path is where it was then (another
+            # checkout's, or relative to another directory), so it is only the fallback.
+            answers = out.with_suffix(".answers.jsonl")
+            if not answers.is_file():
+                answers = Path(document["files"]["answers"])
             by_mode: dict[str, list[AnswerRecord]] = {}
             for line in answers.read_text().splitlines():
                 answer = json.loads(line)

@@ -162,7 +162,7 @@ def metadata(
         "benchmark": "gkt bench",
         "dataset": config.dataset,
         "workload": config.workload,
-        "data_file": str(config.data or DEFAULT_FILES[config.dataset]),
+        "data_file": _shown(Path(config.data or DEFAULT_FILES[config.dataset])),
         "n": n,
         "limit": config.limit,
         "shots": prompts.shots,
@@ -294,12 +294,21 @@ def load_questions(config: BenchConfig) -> tuple[Prompts, list[Example]]:
     return prompts, examples
 
 
+def _shown(path: Path) -> str:
+    """A written file's path as the results record it: relative to the working directory (the repository, for
+    committed results) when it lies under it, so the record does not name one machine's checkout."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def write_outputs(document: dict[str, Any], runs: Sequence[ModeRun], out: Path, plots_dir: Path | None) -> None:
     """The plots (`<out stem>_*.png`, beside `out` unless `plots_dir`), the per-answer JSONL (`<out
     stem>.answers.jsonl`) and the results JSON, which lists the other files under `files`."""
     answers = out.with_suffix(".answers.jsonl")
     plots = write_plots(document, plots_dir or out.parent, out.stem)
-    document["files"] = {"answers": str(answers), "plots": [str(p) for p in plots]}
+    document["files"] = {"answers": _shown(answers), "plots": [_shown(p) for p in plots]}
     write_answers(answers, runs)
     write_json(out, document)
 
