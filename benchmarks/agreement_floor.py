@@ -18,41 +18,42 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.stats import mcnemar_exact, wilson_interval
+from benchmarks.checkpoint import record_from_json
+from benchmarks.report import agreement, paired_test
+from benchmarks.runner import ModeRun, ModeSpec
 
 
-def load_mode(path: Path, mode: str) -> dict[str, dict[str, Any]]:
-    """One mode's answers of an answers file, by question id."""
-    answers: dict[str, dict[str, Any]] = {}
+def load_mode(path: Path, mode: str) -> ModeRun:
+    """One mode's answers of an answers file, as a row (its wall time is not in the answers file: 0)."""
+    records = []
     for line in path.read_text().splitlines():
         answer = json.loads(line)
         if answer["mode"] == mode:
-            answers[str(answer["example_id"])] = answer
-    if not answers:
+            records.append(record_from_json(answer))
+    if not records:
         raise ValueError(f"{path} has no answers of mode {mode!r}")
-    return answers
+    return ModeRun(ModeSpec("teacher"), records, 0.0)
 
 
-def compare(first: dict[str, dict[str, Any]], second: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Agreement of the extracted answers (an unparsed or failed answer never agrees) and the paired accuracy test."""
-    shared = sorted(first.keys() & second.keys(), key=lambda key: (len(key), key))
-    same = sum(
-        first[key]["extracted"] is not None and first[key]["extracted"] == second[key]["extracted"] for key in shared
-    )
-    first_only = sum(first[k]["outcome"] == "correct" and second[k]["outcome"] != "correct" for k in shared)
-    second_only = sum(first[k]["outcome"] != "correct" and second[k]["outcome"] == "correct" for k in shared)
+def compare(first: ModeRun, second: ModeRun) -> dict[str, Any]:
+    """Agreement of the extracted answers (the report's: an unparsed or failed answer never agrees), each run's
+    accuracy on the questions both answered, the paired McNemar test, and the questions whose answers differ."""
+    agreed = agreement(first, second)
+    test = paired_test(first, second)
+    by_id = {record.example_id: record for record in second.records}
+    shared = [(record, by_id[record.example_id]) for record in first.records if record.example_id in by_id]
     n = len(shared)
     return {
         "n": n,
-        "agree": same,
-        "agreement": same / n if n else None,
-        "agreement_ci": list(wilson_interval(same, n)),
-        "accuracy_first": sum(first[k]["outcome"] == "correct" for k in shared) / n if n else None,
-        "accuracy_second": sum(second[k]["outcome"] == "correct" for k in shared) / n if n else None,
-        "right_in_first_only": first_only,
-        "right_in_second_only": second_only,
-        "mcnemar_p": mcnemar_exact(first_only, second_only),
-        "differing_questions": [k for k in shared if first[k]["extracted"] != second[k]["extracted"]],
+        "agree": agreed["agree"],
+        "agreement": agreed["rate"],
+        "agreement_ci": agreed["ci"],
+        "accuracy_first": sum(a.outcome == "correct" for a, _ in shared) / n if n else None,
+        "accuracy_second": sum(b.outcome == "correct" for _, b in shared) / n if n else None,
+        "right_in_first_only": test["better"],
+        "right_in_second_only": test["worse"],
+        "mcnemar_p": test["p_value"],
+        "differing_questions": [a.example_id for a, b in shared if a.extracted != b.extracted],
     }
 
 

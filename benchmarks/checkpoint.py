@@ -28,7 +28,8 @@ def fingerprint_key(fingerprint: dict[str, Any]) -> str:
     return json.dumps(fingerprint, sort_keys=True)
 
 
-def _record(data: dict[str, Any]) -> AnswerRecord:
+def record_from_json(data: dict[str, Any]) -> AnswerRecord:
+    """One answer as the answers and progress files hold it (fields this version does not know are dropped)."""
     return AnswerRecord(**{key: value for key, value in data.items() if key in _RECORD_FIELDS})
 
 
@@ -61,7 +62,7 @@ class RecordedRows:
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             try:
                 row = json.loads(line)
-                self.add(row["fingerprint"], row, [_record(r) for r in row["records"]])
+                self.add(row["fingerprint"], row, [record_from_json(r) for r in row["records"]])
             except (ValueError, KeyError, TypeError) as error:
                 logger.warning("%s:%d: unreadable row skipped (%s)", path, number, error)
 
@@ -80,7 +81,7 @@ class RecordedRows:
             by_mode: dict[str, list[AnswerRecord]] = {}
             for line in answers.read_text().splitlines():
                 answer = json.loads(line)
-                by_mode.setdefault(answer["mode"], []).append(_record(answer))
+                by_mode.setdefault(answer["mode"], []).append(record_from_json(answer))
         except (ValueError, KeyError, TypeError, OSError) as error:
             logger.warning("%s: earlier results not reusable (%s)", out, error)
             return None

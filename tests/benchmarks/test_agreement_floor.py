@@ -10,8 +10,10 @@ from benchmarks.agreement_floor import compare, load_mode, main
 
 def write_answers(path: Path, rows: list[tuple[str, str, str | None, str]]) -> Path:
     lines = [
-        json.dumps({"mode": mode, "example_id": qid, "extracted": extracted, "outcome": outcome})
-        for mode, qid, extracted, outcome in rows
+        json.dumps(
+            {"mode": mode, "index": i, "example_id": qid, "gold": "5", "extracted": extracted, "outcome": outcome}
+        )
+        for i, (mode, qid, extracted, outcome) in enumerate(rows)
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
