@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.checkpoint import record_from_json
-from benchmarks.report import agreement, paired_test
+from benchmarks.report import agreement, paired_answers, paired_test
 from benchmarks.runner import ModeRun, ModeSpec
 
 
@@ -40,8 +40,7 @@ def compare(first: ModeRun, second: ModeRun) -> dict[str, Any]:
     accuracy on the questions both answered, the paired McNemar test, and the questions whose answers differ."""
     agreed = agreement(first, second)
     test = paired_test(first, second)
-    by_id = {record.example_id: record for record in second.records}
-    shared = [(record, by_id[record.example_id]) for record in first.records if record.example_id in by_id]
+    shared = paired_answers(first, second)
     n = len(shared)
     return {
         "n": n,
@@ -53,7 +52,8 @@ def compare(first: ModeRun, second: ModeRun) -> dict[str, Any]:
         "right_in_first_only": test["better"],
         "right_in_second_only": test["worse"],
         "mcnemar_p": test["p_value"],
-        "differing_questions": [a.example_id for a, b in shared if a.extracted != b.extracted],
+        # The questions that did not agree, by the same rule (two unparsed answers included).
+        "differing_questions": [a.example_id for a, b in shared if a.extracted is None or a.extracted != b.extracted],
     }
 
 

@@ -195,7 +195,7 @@ def ideal_seconds(row: dict[str, Any], teacher_rate: float, student_rate: float)
     )
 
 
-def _paired(row: ModeRun, baseline: ModeRun) -> list[tuple[AnswerRecord, AnswerRecord]]:
+def paired_answers(row: ModeRun, baseline: ModeRun) -> list[tuple[AnswerRecord, AnswerRecord]]:
     """The two runs' answers to the same questions, matched by question id (both runs normally ask the same)."""
     by_id = {r.example_id: r for r in baseline.records}
     return [(r, by_id[r.example_id]) for r in row.records if r.example_id in by_id]
@@ -204,7 +204,7 @@ def _paired(row: ModeRun, baseline: ModeRun) -> list[tuple[AnswerRecord, AnswerR
 def paired_test(row: ModeRun, baseline: ModeRun) -> dict[str, Any]:
     """The exact McNemar test of `row` against `baseline` on the same questions: `better` (right here only),
     `worse` (right in the baseline only), the two-sided p-value, and `significant` at 5 %."""
-    pairs = _paired(row, baseline)
+    pairs = paired_answers(row, baseline)
     better = sum(a.outcome == "correct" and b.outcome != "correct" for a, b in pairs)
     worse = sum(a.outcome != "correct" and b.outcome == "correct" for a, b in pairs)
     p_value = mcnemar_exact(better, worse)
@@ -214,7 +214,7 @@ def paired_test(row: ModeRun, baseline: ModeRun) -> dict[str, Any]:
 def agreement(row: ModeRun, teacher: ModeRun) -> dict[str, Any]:
     """How often this row states the answer teacher-only stated on the same question, with its Wilson interval. An
     unparsed answer or an RPC failure never agrees (two rows that both fail to answer have not agreed on anything)."""
-    pairs = _paired(row, teacher)
+    pairs = paired_answers(row, teacher)
     same = sum(a.extracted is not None and a.extracted == b.extracted for a, b in pairs)
     rate = same / len(pairs) if pairs else None
     return {"agree": same, "n": len(pairs), "rate": rate, "ci": list(wilson_interval(same, len(pairs)))}
@@ -230,7 +230,7 @@ def _cost_of(prices: Prices) -> Any:
 
 def _ratio_interval(row: ModeRun, baseline: ModeRun, value: Any) -> list[float] | None:
     """The paired bootstrap interval of sum(value over this row) / sum(value over the baseline), by question."""
-    pairs = _paired(row, baseline)
+    pairs = paired_answers(row, baseline)
     interval = bootstrap_ratio_of_sums([value(a) for a, _ in pairs], [value(b) for _, b in pairs])
     return list(interval) if interval else None
 
@@ -239,7 +239,7 @@ def _speedup_interval(row: ModeRun, teacher: ModeRun, speedup: float | None) -> 
     """A concurrent run has one wall time, not one per question: the speed-up's interval is borrowed from the ratio
     of per-question latency sums (teacher-only's over this row's), bootstrapped by question, relative to its own
     value (`stats.scaled_interval`)."""
-    pairs = _paired(row, teacher)
+    pairs = paired_answers(row, teacher)
     slow, fast = [b.latency_seconds for _, b in pairs], [a.latency_seconds for a, _ in pairs]
     proxy = _ratio(sum(slow), sum(fast))
     interval = scaled_interval(speedup, proxy, bootstrap_ratio_of_sums(slow, fast))

@@ -94,7 +94,7 @@ class EdgeSettings(TierSettings, EngineSettings):
     )
     escalate: bool = Field(
         _POLICY.escalate,
-        description="Adaptive policy: ask the teacher for a burst of guidance when the student grows unsure.",
+        description="Fixed and adaptive: ask the teacher for a burst of guidance when the student grows unsure.",
     )
     escalation_entropy_threshold: float = Field(
         _POLICY.entropy_threshold, ge=0, description="Escalation: next-token entropy (nats) that counts as unsure."

@@ -41,7 +41,7 @@ def test_agreement_counts_same_extracted_answers_and_never_two_unparsed(tmp_path
     )
     result = compare(load_mode(first, "teacher"), load_mode(second, "teacher"))
     assert (result["n"], result["agree"]) == (3, 1)
-    assert result["differing_questions"] == ["2"]
+    assert result["differing_questions"] == ["2", "3"]  # the n - agree questions: both unparsed never agree
     assert (result["right_in_first_only"], result["right_in_second_only"]) == (0, 1)
     assert result["accuracy_first"] == 1 / 3 and result["accuracy_second"] == 2 / 3
     out = tmp_path / "floor.json"
