@@ -1,8 +1,8 @@
 """Teacher benchmark (`make bench-teacher`): guidance tokens/s at 1, 4 and 8 concurrent streams, vLLM vs llama.cpp.
 
-Both backends serve Gemma 3 270M (vLLM: the fp32 Hugging Face conversion; llama.cpp: the Q4_K_M GGUF) as
-`gkt-teacher` child processes, one after the other in one run, and are driven over gRPC with the same prompts and
-K. Writes `benchmarks/results/teacher_throughput.json`.
+Both backends serve the same catalog teacher (default: the project's default teacher, Qwen2.5-Coder-1.5B; vLLM runs
+its Hugging Face conversion, llama.cpp its GGUF) as `gkt-teacher` child processes, one after the other in one run, and
+are driven over gRPC with the same prompts and K. Writes `benchmarks/results/teacher_throughput.json`.
 """
 
 from __future__ import annotations
