@@ -55,7 +55,7 @@ bench-teacher: models  ## teacher guidance throughput, vLLM vs llama.cpp -> benc
 
 BENCH_POLICIES := --guidance-policy fixed --guidance-policy v=verify:draft=8,k=0
 
-bench: models  ## GSM8K 100 and CSQA 200, few-shot and chat, default pair (vLLM teacher, Qwen 0.5B student): teacher-only, student-only, GKT at the paper's K, strict verify; fair caches, intervals (~5-6 hours; ARGS=--resume after an interruption or to add rows)
+bench: models  ## GSM8K 100 and CSQA 200, few-shot and chat, default pair (vLLM teacher, Qwen 0.5B student): teacher-only, student-only, GKT at the paper's K, strict verify; fair caches, intervals (~4.5 hours on an AVX-512 bf16 CPU; ARGS=--resume after an interruption or to add rows)
 	$(VENV)/bin/gkt bench --dataset gsm8k --workload fewshot --limit 100 --guidance-tokens 40 $(BENCH_POLICIES) $(ARGS)
 	$(VENV)/bin/gkt bench --dataset csqa --workload fewshot --limit 200 --guidance-tokens 30 $(BENCH_POLICIES) $(ARGS)
 	$(VENV)/bin/gkt bench --dataset gsm8k --workload chat --limit 100 --guidance-tokens 40 $(BENCH_POLICIES) $(ARGS)
