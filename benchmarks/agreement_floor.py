@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.checkpoint import record_from_json
-from benchmarks.report import agreement, paired_answers, paired_test
+from benchmarks.report import agreement, paired_answers, paired_test, same_answer
 from benchmarks.runner import ModeRun, ModeSpec
 
 
@@ -52,8 +52,8 @@ def compare(first: ModeRun, second: ModeRun) -> dict[str, Any]:
         "right_in_first_only": test["better"],
         "right_in_second_only": test["worse"],
         "mcnemar_p": test["p_value"],
-        # The questions that did not agree, by the same rule (two unparsed answers included).
-        "differing_questions": [a.example_id for a, b in shared if a.extracted is None or a.extracted != b.extracted],
+        # The questions that did not agree, by the report's rule (two unparsed answers included).
+        "differing_questions": [a.example_id for a, b in shared if not same_answer(a, b)],
     }
 
 

@@ -211,11 +211,17 @@ def paired_test(row: ModeRun, baseline: ModeRun) -> dict[str, Any]:
     return {"n": len(pairs), "better": better, "worse": worse, "p_value": p_value, "significant": p_value < 0.05}
 
 
+def same_answer(a: AnswerRecord, b: AnswerRecord) -> bool:
+    """Two answers state the same extracted answer. An unparsed answer or an RPC failure never agrees (two answers
+    that both fail to state one have not agreed on anything)."""
+    return a.extracted is not None and a.extracted == b.extracted
+
+
 def agreement(row: ModeRun, teacher: ModeRun) -> dict[str, Any]:
-    """How often this row states the answer teacher-only stated on the same question, with its Wilson interval. An
-    unparsed answer or an RPC failure never agrees (two rows that both fail to answer have not agreed on anything)."""
+    """How often this row states the answer teacher-only stated on the same question (`same_answer`), with its
+    Wilson interval."""
     pairs = paired_answers(row, teacher)
-    same = sum(a.extracted is not None and a.extracted == b.extracted for a, b in pairs)
+    same = sum(same_answer(a, b) for a, b in pairs)
     rate = same / len(pairs) if pairs else None
     return {"agree": same, "n": len(pairs), "rate": rate, "ci": list(wilson_interval(same, len(pairs)))}
 
